@@ -1,0 +1,54 @@
+//! The error type of flambeau-core.
+
+use thiserror::Error;
+
+/// Everything that can go wrong in flambeau-core outside `load_state_dict` (which has its own,
+/// richer error type).
+#[derive(Debug, Error)]
+pub enum Error {
+    /// An error from Candle itself (shape errors, device errors, …).
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+
+    /// A parameter or buffer was registered twice under the same name.
+    #[error("duplicate name `{name}`: a parameter or buffer with this name is already registered")]
+    DuplicateName {
+        /// The full dotted name.
+        name: String,
+    },
+
+    /// A name was looked up that the store does not have.
+    #[error("no parameter or buffer named `{name}`")]
+    UnknownName {
+        /// The full dotted name.
+        name: String,
+    },
+
+    /// A path segment or local name that PyTorch could not produce (empty or containing `.`).
+    #[error("invalid name segment `{segment}`: names must be non-empty and contain no `.`")]
+    InvalidName {
+        /// The offending segment.
+        segment: String,
+    },
+
+    /// A regular expression given to a key rule did not compile.
+    #[error("invalid regular expression `{pattern}`: {source}")]
+    Regex {
+        /// The pattern as given.
+        pattern: String,
+        /// What the regex engine said.
+        #[source]
+        source: regex::Error,
+    },
+
+    /// A value had another type than the one needed (e.g. a `Value` that is not a dict of tensors).
+    #[error("{0}")]
+    Type(String),
+
+    /// Anything else, with a message that says what and why.
+    #[error("{0}")]
+    Msg(String),
+}
+
+/// `Result` with flambeau-core's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,21 @@
+//! # flambeau-core
+//!
+//! The heart of flambeau: a [`VarStore`] whose parameters and buffers carry the dotted names
+//! PyTorch gives them (`layer1.0.downsample.1.running_var`), a [`VarBuilder`] that builds those
+//! names, [`StateDict`] with the key tools users otherwise hand-write, and
+//! `load_state_dict` that answers with PyTorch's own wording plus the cause and the fix.
+//!
+//! Trainable tensors are [`candle_core::Var`]s kept in a [`candle_nn::VarMap`], so plain
+//! candle-nn code (and candle-nn optimizers) can train a flambeau model unchanged.
+
+pub mod error;
+pub mod init;
+pub mod state_dict;
+pub mod value;
+pub mod var_store;
+
+pub use error::{Error, Result};
+pub use init::{FanMode, Init, Nonlinearity};
+pub use state_dict::StateDict;
+pub use value::{Dict, DictKind, Object, Value};
+pub use var_store::{VarBuilder, VarStore};

@@ -1,0 +1,1 @@
+//! flambeau-parallel (being built).

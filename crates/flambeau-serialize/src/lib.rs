@@ -1,0 +1,1 @@
+//! flambeau-serialize (being built).

@@ -1,0 +1,142 @@
+//! `cargo xtask …`: developer tasks that need more than cargo.
+//!
+//! - `setup`: a Python venv with real PyTorch under `~/.cache/flambeau-venv` (the oracle).
+//! - `fixtures [--large] [NAME…]`: regenerate test fixtures by running `xtask/fixtures/NAME.py`
+//!   with that venv. Small fixtures are committed; `--large` writes the big ones to
+//!   `tests/fixtures-large/` (never committed).
+//! - `test`: setup + large fixtures + the whole test suite with PyTorch round trips enabled.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+/// Pinned so that fixtures regenerate identically.
+const PY_PACKAGES: &[&str] = &[
+    "torch==2.15.0",
+    "torchvision==0.29.2",
+    "numpy",
+    "safetensors",
+];
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((cmd, rest)) = args.split_first() else {
+        print_usage();
+        bail!("no command given");
+    };
+    match cmd.as_str() {
+        "setup" => setup().map(|_| ()),
+        "fixtures" => fixtures(rest),
+        "test" => test(rest),
+        "-h" | "--help" | "help" => {
+            print_usage();
+            Ok(())
+        }
+        other => {
+            print_usage();
+            bail!("unknown command `{other}`")
+        }
+    }
+}
+
+fn print_usage() {
+    eprintln!(
+        "usage: cargo xtask <command>\n\n\
+         commands:\n  \
+         setup                     install PyTorch into ~/.cache/flambeau-venv (the test oracle)\n  \
+         fixtures [--large] [NAME] regenerate fixtures with real PyTorch (xtask/fixtures/NAME.py)\n  \
+         test [CARGO TEST ARGS]    setup, large fixtures, then the whole test suite"
+    );
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_path_buf()
+}
+
+fn venv_dir() -> Result<PathBuf> {
+    let home = std::env::var("HOME").context("HOME is not set")?;
+    Ok(PathBuf::from(home).join(".cache/flambeau-venv"))
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+/// Returns the venv's python, creating the venv and installing PyTorch when needed.
+fn setup() -> Result<PathBuf> {
+    let venv = venv_dir()?;
+    let python = venv.join("bin/python");
+    let has_all = python.exists()
+        && Command::new(&python)
+            .args(["-c", "import torch, torchvision, numpy, safetensors"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+    if has_all {
+        return Ok(python);
+    }
+    eprintln!(
+        "xtask setup: installing PyTorch into {} (about 3 GB, a few minutes)…",
+        venv.display()
+    );
+    if !python.exists() {
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    }
+    run(Command::new(&python)
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+        .args(PY_PACKAGES))?;
+    Ok(python)
+}
+
+fn fixtures(args: &[String]) -> Result<()> {
+    let python = setup()?;
+    let large = args.iter().any(|a| a == "--large");
+    let names: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    let dir = root().join("xtask/fixtures");
+    let mut scripts: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "py"))
+        .filter(|p| {
+            let stem = p.file_stem().unwrap_or_default().to_string_lossy();
+            !stem.starts_with('_')
+                && (names.is_empty() || names.iter().any(|n| n.as_str() == stem))
+        })
+        .collect();
+    scripts.sort();
+    if scripts.is_empty() {
+        bail!("no fixture script matched {names:?} in {}", dir.display());
+    }
+    for script in scripts {
+        eprintln!("xtask fixtures: {}", script.display());
+        let mut cmd = Command::new(&python);
+        cmd.arg(&script).arg("--out-root").arg(root());
+        if large {
+            cmd.arg("--large");
+        }
+        run(&mut cmd)?;
+    }
+    Ok(())
+}
+
+fn test(cargo_args: &[String]) -> Result<()> {
+    let python = setup()?;
+    fixtures(&["--large".to_string()])?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(Command::new(cargo)
+        .current_dir(root())
+        .args(["test", "--workspace"])
+        .args(cargo_args)
+        .env("FLAMBEAU_PYTHON", &python)
+        .env("FLAMBEAU_REQUIRE_TORCH", "1"))
+}
