@@ -93,7 +93,13 @@ fn setup() -> Result<PathBuf> {
         run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
     }
     run(Command::new(&python)
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
         .args(PY_PACKAGES))?;
     Ok(python)
 }
@@ -109,8 +115,7 @@ fn fixtures(args: &[String]) -> Result<()> {
         .filter(|p| p.extension().is_some_and(|e| e == "py"))
         .filter(|p| {
             let stem = p.file_stem().unwrap_or_default().to_string_lossy();
-            !stem.starts_with('_')
-                && (names.is_empty() || names.iter().any(|n| n.as_str() == stem))
+            !stem.starts_with('_') && (names.is_empty() || names.iter().any(|n| n.as_str() == stem))
         })
         .collect();
     scripts.sort();

@@ -139,7 +139,9 @@ pub fn fan(shape: &Shape, mode: FanMode) -> usize {
 }
 
 fn uniform<R: Rng + ?Sized>(n: usize, lo: f64, hi: f64, rng: &mut R) -> Vec<f64> {
-    (0..n).map(|_| lo + (hi - lo) * rng.random::<f64>()).collect()
+    (0..n)
+        .map(|_| lo + (hi - lo) * rng.random::<f64>())
+        .collect()
 }
 
 fn normal<R: Rng + ?Sized>(n: usize, mean: f64, std: f64, rng: &mut R) -> Vec<f64> {

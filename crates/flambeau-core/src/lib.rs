@@ -10,12 +10,17 @@
 
 pub mod error;
 pub mod init;
+pub mod keys;
+pub mod load;
+pub mod nn;
 pub mod state_dict;
 pub mod value;
 pub mod var_store;
 
 pub use error::{Error, Result};
 pub use init::{FanMode, Init, Nonlinearity};
+pub use keys::KeyRule;
+pub use load::{LoadError, LoadOptions, LoadReport};
 pub use state_dict::StateDict;
 pub use value::{Dict, DictKind, Object, Value};
-pub use var_store::{VarBuilder, VarStore};
+pub use var_store::{ModuleInfo, VarBuilder, VarStore};

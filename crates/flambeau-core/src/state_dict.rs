@@ -91,7 +91,8 @@ impl StateDict {
     pub fn to_value(&self) -> Value {
         let mut dict = Dict::new(DictKind::Ordered);
         for (k, t) in &self.tensors {
-            dict.entries.push((Value::Str(k.clone()), Value::Tensor(t.clone())));
+            dict.entries
+                .push((Value::Str(k.clone()), Value::Tensor(t.clone())));
         }
         if let Some(meta) = &self.metadata {
             let mut m = Dict::new(DictKind::Ordered);

@@ -71,7 +71,10 @@ impl Dict {
 
     /// Removes a string key, returning its value.
     pub fn remove(&mut self, key: &str) -> Option<Value> {
-        let pos = self.entries.iter().position(|(k, _)| k.as_str() == Some(key))?;
+        let pos = self
+            .entries
+            .iter()
+            .position(|(k, _)| k.as_str() == Some(key))?;
         Some(self.entries.remove(pos).1)
     }
 

@@ -206,7 +206,10 @@ impl VarStore {
 
     /// `parameters()`: the variables of [`named_parameters`](Self::named_parameters).
     pub fn parameters(&self) -> Vec<Var> {
-        self.named_parameters().into_iter().map(|(_, v)| v).collect()
+        self.named_parameters()
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect()
     }
 
     /// `named_buffers()`: every buffer (persistent or not) once, in PyTorch's order.
@@ -249,6 +252,46 @@ impl VarStore {
             .into_iter()
             .find(|e| e.name == name)
             .map(|e| e.var)
+    }
+}
+
+/// One module of the tree as `load_state_dict` walks it (PyTorch's `_load_from_state_dict`).
+#[derive(Debug, Clone)]
+pub struct ModuleInfo {
+    /// Dotted prefix with its trailing dot (`"layer1.0."`), `""` for the root.
+    pub prefix: String,
+    /// Local names of its parameters and persistent buffers (what PyTorch calls `local_state`).
+    pub local_state: Vec<String>,
+    /// Local names of its child modules.
+    pub children: Vec<String>,
+    /// The class `_version` (BatchNorm: 2).
+    pub version: u32,
+}
+
+impl VarStore {
+    /// Every module in pre-order (root first), as PyTorch's `load` recursion visits them.
+    pub fn modules(&self) -> Vec<ModuleInfo> {
+        let inner = self.lock();
+        let mut out = Vec::new();
+        walk(&inner, 0, &mut String::new(), &mut |prefix, node| {
+            let persistent = node
+                .buffers
+                .iter()
+                .filter(|(_, i)| inner.buffers[*i].persistent)
+                .map(|(n, _)| n.clone());
+            out.push(ModuleInfo {
+                prefix: prefix.to_string(),
+                local_state: node
+                    .params
+                    .iter()
+                    .map(|(n, _)| n.clone())
+                    .chain(persistent)
+                    .collect(),
+                children: node.children.iter().map(|(n, _)| n.clone()).collect(),
+                version: node.version,
+            });
+        });
+        out
     }
 }
 

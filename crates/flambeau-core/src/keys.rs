@@ -1,0 +1,186 @@
+//! Key tools for [`StateDict`]: the prefix surgery and renames users otherwise hand-write, as
+//! methods and as composable [`KeyRule`] values that `LoadOptions` applies before matching.
+
+use candle_core::{DType, Device};
+use regex::Regex;
+
+use crate::{Error, Result, StateDict};
+
+fn compile(pattern: &str) -> Result<Regex> {
+    Regex::new(pattern).map_err(|source| Error::Regex {
+        pattern: pattern.to_string(),
+        source,
+    })
+}
+
+impl StateDict {
+    /// Builds a new state dict by mapping every key (`None` drops it); metadata prefixes are
+    /// mapped the same way so module versions follow their keys.
+    fn map_keys(&self, mut f: impl FnMut(&str) -> Option<String>) -> StateDict {
+        let mut out: StateDict = self
+            .iter()
+            .filter_map(|(k, t)| f(k).map(|k| (k, t.clone())))
+            .collect();
+        if let Some(meta) = self.metadata() {
+            // Metadata prefixes have no trailing dot; map them as the key `prefix.` would be.
+            let mapped = meta
+                .iter()
+                .filter_map(|(p, v)| {
+                    let probe = if p.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{p}.")
+                    };
+                    let m = f(&probe)?;
+                    Some((m.trim_end_matches('.').to_string(), *v))
+                })
+                .collect();
+            out.set_metadata(mapped);
+        }
+        out
+    }
+
+    /// Removes `prefix` from every key that has it (others are kept as they are), like PyTorch's
+    /// `consume_prefix_in_state_dict_if_present(sd, "module.")`.
+    pub fn strip_prefix(&self, prefix: &str) -> StateDict {
+        self.map_keys(|k| Some(k.strip_prefix(prefix).unwrap_or(k).to_string()))
+    }
+
+    /// Puts `prefix` in front of every key (e.g. `"module."` to load into a DataParallel model).
+    pub fn add_prefix(&self, prefix: &str) -> StateDict {
+        self.map_keys(|k| Some(format!("{prefix}{k}")))
+    }
+
+    /// Renames keys with a regular expression (`$1`-style references in `replacement`); keys the
+    /// pattern does not match are kept.
+    pub fn rename_regex(&self, pattern: &str, replacement: &str) -> Result<StateDict> {
+        let re = compile(pattern)?;
+        Ok(self.map_keys(|k| Some(re.replace_all(k, replacement).into_owned())))
+    }
+
+    /// Drops every key the regular expression matches (anywhere in the key).
+    pub fn drop_matching(&self, pattern: &str) -> Result<StateDict> {
+        let re = compile(pattern)?;
+        Ok(self.map_keys(|k| (!re.is_match(k)).then(|| k.to_string())))
+    }
+
+    /// Keeps only the given keys (e.g. a model's own `state_dict()` keys), in this dict's order.
+    pub fn keep_only<'a>(&self, keys: impl IntoIterator<Item = &'a str>) -> StateDict {
+        let keep: std::collections::HashSet<&str> = keys.into_iter().collect();
+        let mut out: StateDict = self
+            .iter()
+            .filter(|(k, _)| keep.contains(k))
+            .map(|(k, t)| (k.to_string(), t.clone()))
+            .collect();
+        if let Some(meta) = self.metadata() {
+            out.set_metadata(meta.to_vec());
+        }
+        out
+    }
+
+    /// Casts floating-point tensors to `dtype`; integer and bool tensors (counters, masks) are
+    /// kept as they are, as PyTorch's `model.to(dtype)` does.
+    pub fn to_dtype(&self, dtype: DType) -> Result<StateDict> {
+        let mut out = StateDict::new();
+        for (k, t) in self.iter() {
+            let t = if t.dtype().is_float() && dtype.is_float() {
+                t.to_dtype(dtype)?
+            } else {
+                t.clone()
+            };
+            out.insert(k, t);
+        }
+        if let Some(meta) = self.metadata() {
+            out.set_metadata(meta.to_vec());
+        }
+        Ok(out)
+    }
+
+    /// Moves every tensor to `device`.
+    pub fn to_device(&self, device: &Device) -> Result<StateDict> {
+        let mut out = StateDict::new();
+        for (k, t) in self.iter() {
+            out.insert(k, t.to_device(device)?);
+        }
+        if let Some(meta) = self.metadata() {
+            out.set_metadata(meta.to_vec());
+        }
+        Ok(out)
+    }
+}
+
+/// One step of key surgery, applied to a checkpoint's keys before they are matched against the
+/// model. Rules compose: `[StripPrefix("module."), StripPrefix("_orig_mod.")]`.
+#[derive(Debug, Clone)]
+pub enum KeyRule {
+    /// Remove a prefix from the keys that have it (DataParallel's `module.`).
+    StripPrefix(String),
+    /// Put a prefix in front of every key.
+    AddPrefix(String),
+    /// Regex rename, `$1`-style references allowed in the replacement.
+    Rename {
+        /// The pattern.
+        pattern: String,
+        /// The replacement.
+        replacement: String,
+    },
+    /// Drop every key the pattern matches.
+    Drop(String),
+    /// Keep only the keys the model has (drops e.g. an old head or auxiliary branches).
+    KeepOnlyModelKeys,
+}
+
+impl KeyRule {
+    /// `KeyRule::StripPrefix`.
+    pub fn strip_prefix(prefix: impl Into<String>) -> Self {
+        KeyRule::StripPrefix(prefix.into())
+    }
+
+    /// `KeyRule::AddPrefix`.
+    pub fn add_prefix(prefix: impl Into<String>) -> Self {
+        KeyRule::AddPrefix(prefix.into())
+    }
+
+    /// `KeyRule::Rename`.
+    pub fn rename(pattern: impl Into<String>, replacement: impl Into<String>) -> Self {
+        KeyRule::Rename {
+            pattern: pattern.into(),
+            replacement: replacement.into(),
+        }
+    }
+
+    /// `KeyRule::Drop`.
+    pub fn drop(pattern: impl Into<String>) -> Self {
+        KeyRule::Drop(pattern.into())
+    }
+
+    /// Applies the rule; `model_keys` are the keys the target model expects.
+    pub fn apply(&self, sd: &StateDict, model_keys: &[String]) -> Result<StateDict> {
+        match self {
+            KeyRule::StripPrefix(p) => Ok(sd.strip_prefix(p)),
+            KeyRule::AddPrefix(p) => Ok(sd.add_prefix(p)),
+            KeyRule::Rename {
+                pattern,
+                replacement,
+            } => sd.rename_regex(pattern, replacement),
+            KeyRule::Drop(p) => sd.drop_matching(p),
+            KeyRule::KeepOnlyModelKeys => Ok(sd.keep_only(model_keys.iter().map(String::as_str))),
+        }
+    }
+}
+
+impl std::fmt::Display for KeyRule {
+    /// The Rust expression that builds this rule, for diagnoses ("fix: …").
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyRule::StripPrefix(p) => write!(f, "KeyRule::strip_prefix({p:?})"),
+            KeyRule::AddPrefix(p) => write!(f, "KeyRule::add_prefix({p:?})"),
+            KeyRule::Rename {
+                pattern,
+                replacement,
+            } => write!(f, "KeyRule::rename({pattern:?}, {replacement:?})"),
+            KeyRule::Drop(p) => write!(f, "KeyRule::drop({p:?})"),
+            KeyRule::KeepOnlyModelKeys => write!(f, "KeyRule::KeepOnlyModelKeys"),
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Conv2d, Linear, MaxPool2d and AdaptiveAvgPool2d against PyTorch: outputs and gradients.
+
+mod common;
+
+use candle_core::Module;
+use common::{forward_backward, load_params, nn_fixture, store};
+use flambeau_core::nn::{
+    AdaptiveAvgPool2d, Conv2d, Conv2dConfig, Flatten, Linear, MaxPool2d, MaxPool2dConfig,
+};
+use flambeau_testkit::{assert_close, fixture, load_json};
+
+const TOL: f64 = 1e-5;
+
+fn check_param_grads(
+    vs: &flambeau_core::VarStore,
+    t: &std::collections::HashMap<String, candle_core::Tensor>,
+    grads: &candle_core::backprop::GradStore,
+    case: &str,
+) {
+    for (name, var) in vs.named_parameters() {
+        let got = grads.get(var.as_tensor()).expect("parameter gradient");
+        assert_close(
+            &format!("{case}: grad of {name}"),
+            got,
+            &t[&format!("grad.{name}")],
+            TOL,
+            TOL,
+        );
+    }
+}
+
+#[test]
+fn conv2d_matches_pytorch_forward_and_gradients() {
+    let cases = load_json(&fixture("flambeau-core", "nn/conv_cases.json"));
+    for (name, c) in cases.as_object().unwrap() {
+        let u = |k: &str| c[k].as_u64().unwrap() as usize;
+        let vs = store();
+        let conv = Conv2d::new(
+            vs.root(),
+            u("cin"),
+            u("cout"),
+            u("k"),
+            Conv2dConfig {
+                stride: u("stride"),
+                padding: u("padding"),
+                dilation: u("dilation"),
+                groups: u("groups"),
+                bias: c["bias"].as_bool().unwrap(),
+            },
+        )
+        .unwrap();
+        let t = nn_fixture(name);
+        load_params(&vs, &t);
+        let (out, gx, grads) = forward_backward(&t, |x| conv.forward(x));
+        assert_close(&format!("{name}: output"), &out, &t["out"], TOL, TOL);
+        assert_close(&format!("{name}: grad x"), &gx, &t["grad_x"], TOL, TOL);
+        check_param_grads(&vs, &t, &grads, name);
+    }
+}
+
+#[test]
+fn linear_matches_pytorch() {
+    let vs = store();
+    let fc = Linear::new(vs.root(), 5, 3, true).unwrap();
+    let t = nn_fixture("linear");
+    load_params(&vs, &t);
+    let (out, gx, grads) = forward_backward(&t, |x| fc.forward(x));
+    assert_close("linear output", &out, &t["out"], TOL, TOL);
+    assert_close("linear grad x", &gx, &t["grad_x"], TOL, TOL);
+    check_param_grads(&vs, &t, &grads, "linear");
+}
+
+#[test]
+fn max_pool2d_matches_pytorch_including_backward() {
+    let cases = load_json(&fixture("flambeau-core", "nn/pool_cases.json"));
+    for (name, c) in cases.as_object().unwrap() {
+        let u = |k: &str| c[k].as_u64().unwrap() as usize;
+        let pool = MaxPool2d::new(MaxPool2dConfig {
+            kernel_size: u("k"),
+            stride: Some(u("stride")),
+            padding: u("padding"),
+            dilation: u("dilation"),
+            ceil_mode: c["ceil"].as_bool().unwrap(),
+        });
+        let t = nn_fixture(name);
+        let (out, gx, _) = forward_backward(&t, |x| pool.forward(x));
+        assert_close(&format!("{name}: output"), &out, &t["out"], TOL, TOL);
+        assert_close(&format!("{name}: grad x"), &gx, &t["grad_x"], TOL, TOL);
+    }
+}
+
+#[test]
+fn max_pool2d_works_in_f32_and_rejects_oversized_padding() {
+    let t = nn_fixture("pool_resnet_stem");
+    let x = t["x"].to_dtype(candle_core::DType::F32).unwrap();
+    let pool = MaxPool2d::new(MaxPool2dConfig {
+        kernel_size: 3,
+        stride: Some(2),
+        padding: 1,
+        dilation: 1,
+        ceil_mode: false,
+    });
+    assert_close(
+        "f32 pool",
+        &pool.forward(&x).unwrap(),
+        &t["out"],
+        1e-6,
+        1e-6,
+    );
+    let bad = MaxPool2d::new(MaxPool2dConfig {
+        kernel_size: 2,
+        stride: None,
+        padding: 2,
+        dilation: 1,
+        ceil_mode: false,
+    });
+    let err = bad.forward(&x).unwrap_err().to_string();
+    assert!(err.contains("pad should be at most half"), "{err}");
+}
+
+#[test]
+fn adaptive_avg_pool2d_matches_pytorch() {
+    for (name, size) in [("adaptive_1x1", (1, 1)), ("adaptive_3x2", (3, 2))] {
+        let pool = AdaptiveAvgPool2d::new(size);
+        let t = nn_fixture(name);
+        let (out, gx, _) = forward_backward(&t, |x| pool.forward(x));
+        assert_close(&format!("{name}: output"), &out, &t["out"], TOL, TOL);
+        assert_close(&format!("{name}: grad x"), &gx, &t["grad_x"], TOL, TOL);
+    }
+}
+
+#[test]
+fn flatten_follows_pytorch_dims() {
+    let x = candle_core::Tensor::zeros(
+        (2, 3, 4, 5),
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(Flatten::default().forward(&x).unwrap().dims(), &[2, 60]);
+    assert_eq!(Flatten::new(2, 3).forward(&x).unwrap().dims(), &[2, 3, 20]);
+    assert!(Flatten::new(3, 1).forward(&x).is_err());
+}
