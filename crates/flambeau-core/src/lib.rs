@@ -13,6 +13,7 @@ pub mod init;
 pub mod keys;
 pub mod load;
 pub mod nn;
+pub mod ops;
 pub mod state_dict;
 pub mod value;
 pub mod var_store;

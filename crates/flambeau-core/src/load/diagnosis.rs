@@ -53,13 +53,17 @@ const KNOWN_PREFIXES: &[(&str, &str)] = &[
 const HEAD_NAMES: &[&str] = &["fc", "classifier", "head", "heads", "last_linear", "logits"];
 
 /// Everything that explains `missing` / `unexpected` / `mismatches`.
+///
+/// `filled` are model keys the checkpoint lacked but that need no value (pre-1.2 BatchNorm
+/// counters): a prefixed copy of them in the checkpoint still points at the prefix.
 pub fn diagnose(
     missing: &[String],
+    filled: &[String],
     unexpected: &[String],
     mismatches: &[ShapeMismatch],
 ) -> Vec<Diagnosis> {
     let mut out = Vec::new();
-    let prefix_found = prefix_diagnosis(missing, unexpected, &mut out);
+    let prefix_found = prefix_diagnosis(missing, filled, unexpected, &mut out);
     if !prefix_found {
         leftover_diagnosis(missing, unexpected, &mut out);
     }
@@ -100,11 +104,16 @@ fn cause_of(prefix: &str) -> String {
 }
 
 /// A wrapper prefix on one side only: DataParallel's `module.`, torch.compile's `_orig_mod.`, ….
-fn prefix_diagnosis(missing: &[String], unexpected: &[String], out: &mut Vec<Diagnosis>) -> bool {
+fn prefix_diagnosis(
+    missing: &[String],
+    filled: &[String],
+    unexpected: &[String],
+    out: &mut Vec<Diagnosis>,
+) -> bool {
     if missing.is_empty() || unexpected.is_empty() {
         return false;
     }
-    let missing_set: HashSet<&str> = missing.iter().map(String::as_str).collect();
+    let missing_set: HashSet<&str> = missing.iter().chain(filled).map(String::as_str).collect();
     let unexpected_set: HashSet<&str> = unexpected.iter().map(String::as_str).collect();
     let mut candidates: Vec<String> = KNOWN_PREFIXES.iter().map(|(p, _)| p.to_string()).collect();
     candidates.extend(common_first_segment(unexpected));
@@ -135,14 +144,14 @@ fn prefix_diagnosis(missing: &[String], unexpected: &[String], out: &mut Vec<Dia
         missing.len()
     };
     let share = if hits == total {
-        "every".to_string()
+        format!("all {total}")
     } else {
         format!("{hits} of the {total}")
     };
     let diag = if strip {
         Diagnosis {
             cause: format!(
-                "{share} unexpected key(s) are missing keys with the prefix `{prefix}`: the checkpoint was saved from {}.",
+                "{share} unexpected keys are model keys with the prefix `{prefix}`: the checkpoint was saved from {}.",
                 cause_of(&prefix)
             ),
             fix: format!(
@@ -152,7 +161,7 @@ fn prefix_diagnosis(missing: &[String], unexpected: &[String], out: &mut Vec<Dia
     } else {
         Diagnosis {
             cause: format!(
-                "{share} missing key(s) are unexpected keys with the prefix `{prefix}` added: the model is wrapped ({}) but the checkpoint was saved from the bare model.",
+                "{share} missing keys are checkpoint keys with the prefix `{prefix}` added: the model is wrapped ({}) but the checkpoint was saved from the bare model.",
                 cause_of(&prefix)
             ),
             fix: format!(

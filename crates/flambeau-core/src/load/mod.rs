@@ -76,8 +76,12 @@ impl VarStore {
         let failed_keys =
             opts.strict && !(report.missing_keys.is_empty() && report.unexpected_keys.is_empty());
         let failed_shapes = !mismatches.is_empty() && !opts.skip_shape_mismatch;
-        report.diagnosis =
-            diagnosis::diagnose(&report.missing_keys, &report.unexpected_keys, &mismatches);
+        report.diagnosis = diagnosis::diagnose(
+            &report.missing_keys,
+            &report.filled,
+            &report.unexpected_keys,
+            &mismatches,
+        );
         if failed_keys || failed_shapes {
             return Err(LoadError::Incompatible(Box::new(IncompatibleKeys {
                 model_name: self.model_name(),

@@ -50,8 +50,8 @@ impl Conv2d {
         config: Conv2dConfig,
     ) -> Result<Self> {
         if config.groups == 0
-            || in_channels % config.groups != 0
-            || out_channels % config.groups != 0
+            || !in_channels.is_multiple_of(config.groups)
+            || !out_channels.is_multiple_of(config.groups)
         {
             return Err(crate::Error::Msg(format!(
                 "Conv2d {}: in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by groups ({})",
@@ -107,7 +107,7 @@ impl Conv2d {
 impl Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         let c = &self.config;
-        let ys = xs.conv2d(&self.weight, c.padding, c.stride, c.dilation, c.groups)?;
+        let ys = crate::ops::conv2d(xs, &self.weight, c.stride, c.padding, c.dilation, c.groups)?;
         match &self.bias {
             Some(b) => ys.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
             None => Ok(ys),

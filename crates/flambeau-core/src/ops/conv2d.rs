@@ -1,0 +1,368 @@
+//! 2-D convolution as im2col + GEMM, forward and backward (input and weight gradients), on the
+//! CPU in f32/f64; images run in parallel with rayon. Other devices and dtypes use candle's conv.
+//!
+//! candle's own backward for conv2d derives the input gradient's output padding from the height
+//! alone, which breaks non-square inputs (an odd height with an even width, stride 2), and goes
+//! through a direct-loop transposed convolution; this op has neither problem.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::gemm::{matmul, Float, MatRef};
+use super::im2col::{col2im, im2col};
+
+/// Shapes and hyper-parameters of one convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvParams {
+    /// Batch size.
+    pub n: usize,
+    /// Input channels.
+    pub c: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Output channels.
+    pub o: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Stride (both directions).
+    pub stride: usize,
+    /// Zero padding (both directions).
+    pub padding: usize,
+    /// Dilation (both directions).
+    pub dilation: usize,
+    /// Channel groups.
+    pub groups: usize,
+    /// Output height.
+    pub oh: usize,
+    /// Output width.
+    pub ow: usize,
+}
+
+impl ConvParams {
+    fn cg(&self) -> usize {
+        self.c / self.groups
+    }
+    fn og(&self) -> usize {
+        self.o / self.groups
+    }
+    /// Rows of the im2col matrix of one group.
+    fn kg(&self) -> usize {
+        self.cg() * self.kh * self.kw
+    }
+    /// Output positions per image.
+    fn l(&self) -> usize {
+        self.oh * self.ow
+    }
+    /// A 1×1, stride-1, unpadded convolution: the input already is the im2col matrix.
+    fn pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.padding == 0
+    }
+    /// Images in parallel with single-threaded GEMMs when there are enough of them; otherwise
+    /// one image at a time with a multi-threaded GEMM.
+    fn gemm_threads(&self) -> usize {
+        let threads = rayon::current_num_threads();
+        if self.n >= threads {
+            1
+        } else {
+            threads
+        }
+    }
+}
+
+fn out_size(input: usize, k: usize, stride: usize, pad: usize, dil: usize) -> Option<usize> {
+    let span = dil * (k - 1) + 1;
+    (input + 2 * pad >= span).then(|| (input + 2 * pad - span) / stride + 1)
+}
+
+/// `conv2d(x [N,C,H,W], w [O,C/groups,kh,kw])` without bias, differentiable in both arguments.
+pub fn conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+    groups: usize,
+) -> candle_core::Result<Tensor> {
+    let (n, c, h, wd) = x.dims4()?;
+    let (o, cg, kh, kw) = w.dims4()?;
+    if groups == 0 || stride == 0 || dilation == 0 || kh == 0 || kw == 0 {
+        candle_core::bail!("conv2d: groups, stride, dilation and kernel size must be positive")
+    }
+    if c != cg * groups || o % groups != 0 {
+        candle_core::bail!(
+            "conv2d: input has {c} channels, weight {:?} with groups {groups} expects {}",
+            w.dims(),
+            cg * groups
+        )
+    }
+    let (Some(oh), Some(ow)) = (
+        out_size(h, kh, stride, padding, dilation),
+        out_size(wd, kw, stride, padding, dilation),
+    ) else {
+        candle_core::bail!(
+            "conv2d: kernel {kh}x{kw} (dilation {dilation}) is larger than the padded input {h}x{wd} (padding {padding})"
+        )
+    };
+    let on_cpu = matches!(x.device(), Device::Cpu);
+    if !on_cpu || !matches!(x.dtype(), DType::F32 | DType::F64) || x.dtype() != w.dtype() {
+        return x.conv2d(w, padding, stride, dilation, groups);
+    }
+    let p = ConvParams {
+        n,
+        c,
+        h,
+        w: wd,
+        o,
+        kh,
+        kw,
+        stride,
+        padding,
+        dilation,
+        groups,
+        oh,
+        ow,
+    };
+    x.contiguous()?.apply_op2(&w.contiguous()?, Conv2dOp(p))
+}
+
+fn slice<'a, T>(data: &'a [T], layout: &Layout) -> candle_core::Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("conv2d: expected contiguous storage"),
+    }
+}
+
+/// Runs `f(image index, that image's output chunk, gemm threads)` over every image.
+fn for_each_image<T: Float>(
+    p: &ConvParams,
+    out: &mut [T],
+    chunk: usize,
+    f: impl Fn(usize, &mut [T], usize) + Sync + Send,
+) {
+    let threads = p.gemm_threads();
+    if threads == 1 {
+        out.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, y)| f(i, y, 1));
+    } else {
+        out.chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, y)| f(i, y, threads));
+    }
+}
+
+fn forward<T: Float>(p: &ConvParams, x: &[T], w: &[T]) -> Vec<T> {
+    let (cg, og, kg, l) = (p.cg(), p.og(), p.kg(), p.l());
+    let mut out = vec![T::zero(); p.n * p.o * l];
+    for_each_image(p, &mut out, p.o * l, |img, y, threads| {
+        let mut cols = if p.pointwise() {
+            Vec::new()
+        } else {
+            vec![T::zero(); kg * l]
+        };
+        for g in 0..p.groups {
+            let xg = &x[(img * p.c + g * cg) * p.h * p.w..][..cg * p.h * p.w];
+            let b = if p.pointwise() {
+                MatRef::new(xg, kg, l)
+            } else {
+                im2col(xg, cg, p, &mut cols);
+                MatRef::new(&cols, kg, l)
+            };
+            let a = MatRef::new(&w[g * og * kg..(g + 1) * og * kg], og, kg);
+            matmul(&mut y[g * og * l..(g + 1) * og * l], a, b, false, threads);
+        }
+    });
+    out
+}
+
+fn input_grad<T: Float>(p: &ConvParams, dy: &[T], w: &[T]) -> Vec<T> {
+    let (cg, og, kg, l) = (p.cg(), p.og(), p.kg(), p.l());
+    let mut dx = vec![T::zero(); p.n * p.c * p.h * p.w];
+    for_each_image(p, &mut dx, p.c * p.h * p.w, |img, dxi, threads| {
+        let mut dcols = vec![T::zero(); kg * l];
+        for g in 0..p.groups {
+            let a = MatRef::new(&w[g * og * kg..(g + 1) * og * kg], og, kg).t();
+            let b = MatRef::new(&dy[(img * p.o + g * og) * l..][..og * l], og, l);
+            let dxg = &mut dxi[g * cg * p.h * p.w..(g + 1) * cg * p.h * p.w];
+            if p.pointwise() {
+                matmul(dxg, a, b, false, threads);
+            } else {
+                matmul(&mut dcols, a, b, false, threads);
+                col2im(&dcols, cg, p, dxg);
+            }
+        }
+    });
+    dx
+}
+
+/// `dw_g += dy_g · cols_gᵀ` for one image.
+fn accumulate_weight_grad<T: Float>(
+    p: &ConvParams,
+    img: usize,
+    x: &[T],
+    dy: &[T],
+    dw: &mut [T],
+    cols: &mut [T],
+    threads: usize,
+) {
+    let (cg, og, kg, l) = (p.cg(), p.og(), p.kg(), p.l());
+    for g in 0..p.groups {
+        let xg = &x[(img * p.c + g * cg) * p.h * p.w..][..cg * p.h * p.w];
+        let b = if p.pointwise() {
+            MatRef::new(xg, kg, l).t()
+        } else {
+            im2col(xg, cg, p, cols);
+            MatRef::new(cols, kg, l).t()
+        };
+        let a = MatRef::new(&dy[(img * p.o + g * og) * l..][..og * l], og, l);
+        matmul(&mut dw[g * og * kg..(g + 1) * og * kg], a, b, true, threads);
+    }
+}
+
+fn weight_grad<T: Float>(p: &ConvParams, x: &[T], dy: &[T]) -> Vec<T> {
+    let size = p.o * p.kg();
+    let cols_len = if p.pointwise() { 0 } else { p.kg() * p.l() };
+    let threads = p.gemm_threads();
+    if threads > 1 {
+        let mut dw = vec![T::zero(); size];
+        let mut cols = vec![T::zero(); cols_len];
+        for img in 0..p.n {
+            accumulate_weight_grad(p, img, x, dy, &mut dw, &mut cols, threads);
+        }
+        return dw;
+    }
+    // One accumulator per rayon worker, summed at the end.
+    (0..p.n)
+        .into_par_iter()
+        .fold(
+            || (vec![T::zero(); size], vec![T::zero(); cols_len]),
+            |(mut dw, mut cols), img| {
+                accumulate_weight_grad(p, img, x, dy, &mut dw, &mut cols, 1);
+                (dw, cols)
+            },
+        )
+        .map(|(dw, _)| dw)
+        .reduce(
+            || vec![T::zero(); size],
+            |mut a, b| {
+                for (x, y) in a.iter_mut().zip(b) {
+                    *x += y;
+                }
+                a
+            },
+        )
+}
+
+struct Conv2dOp(ConvParams);
+
+impl CustomOp2 for Conv2dOp {
+    fn name(&self) -> &'static str {
+        "flambeau-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let p = &self.0;
+        let out = match (s1, s2) {
+            (CpuStorage::F32(x), CpuStorage::F32(w)) => {
+                CpuStorage::F32(forward(p, slice(x, l1)?, slice(w, l2)?))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(w)) => {
+                CpuStorage::F64(forward(p, slice(x, l1)?, slice(w, l2)?))
+            }
+            (a, b) => {
+                candle_core::bail!("conv2d: unsupported dtypes {:?}/{:?}", a.dtype(), b.dtype())
+            }
+        };
+        Ok((out, Shape::from((p.n, p.o, p.oh, p.ow))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let dx = grad.apply_op2_no_bwd(w, &ConvInputGrad(self.0))?;
+        let dw = x.apply_op2_no_bwd(&grad, &ConvWeightGrad(self.0))?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+/// `(grad_output, weight) → grad_input`.
+struct ConvInputGrad(ConvParams);
+
+impl CustomOp2 for ConvInputGrad {
+    fn name(&self) -> &'static str {
+        "flambeau-conv2d-input-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let p = &self.0;
+        let out = match (s1, s2) {
+            (CpuStorage::F32(dy), CpuStorage::F32(w)) => {
+                CpuStorage::F32(input_grad(p, slice(dy, l1)?, slice(w, l2)?))
+            }
+            (CpuStorage::F64(dy), CpuStorage::F64(w)) => {
+                CpuStorage::F64(input_grad(p, slice(dy, l1)?, slice(w, l2)?))
+            }
+            (a, b) => candle_core::bail!(
+                "conv2d backward: unsupported dtypes {:?}/{:?}",
+                a.dtype(),
+                b.dtype()
+            ),
+        };
+        Ok((out, Shape::from((p.n, p.c, p.h, p.w))))
+    }
+}
+
+/// `(input, grad_output) → grad_weight`.
+struct ConvWeightGrad(ConvParams);
+
+impl CustomOp2 for ConvWeightGrad {
+    fn name(&self) -> &'static str {
+        "flambeau-conv2d-weight-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let p = &self.0;
+        let out = match (s1, s2) {
+            (CpuStorage::F32(x), CpuStorage::F32(dy)) => {
+                CpuStorage::F32(weight_grad(p, slice(x, l1)?, slice(dy, l2)?))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(dy)) => {
+                CpuStorage::F64(weight_grad(p, slice(x, l1)?, slice(dy, l2)?))
+            }
+            (a, b) => candle_core::bail!(
+                "conv2d backward: unsupported dtypes {:?}/{:?}",
+                a.dtype(),
+                b.dtype()
+            ),
+        };
+        Ok((out, Shape::from((p.o, p.cg(), p.kh, p.kw))))
+    }
+}

@@ -1,0 +1,99 @@
+//! A safe wrapper over the `gemm` crate (the GEMM candle itself uses) for row-major matrices.
+
+use gemm::Parallelism;
+
+/// Element types the convolution kernels run on.
+pub trait Float:
+    Copy + Send + Sync + num_traits::Zero + num_traits::One + std::ops::AddAssign + 'static
+{
+}
+impl Float for f32 {}
+impl Float for f64 {}
+
+/// A row-major matrix view: `rows × cols`, element `(r, c)` at `data[r * rs + c * cs]`.
+#[derive(Clone, Copy)]
+pub struct MatRef<'a, T> {
+    pub data: &'a [T],
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a, T> MatRef<'a, T> {
+    /// A contiguous row-major `rows × cols` matrix.
+    pub fn new(data: &'a [T], rows: usize, cols: usize) -> Self {
+        Self {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
+    /// The transpose (a view, nothing copied).
+    pub fn t(self) -> Self {
+        Self {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+        }
+    }
+
+    fn max_index(&self) -> usize {
+        if self.rows == 0 || self.cols == 0 {
+            0
+        } else {
+            (self.rows - 1) * self.rs + (self.cols - 1) * self.cs + 1
+        }
+    }
+}
+
+/// `dst (m × n, contiguous row-major) = [dst +] a (m × k) · b (k × n)`.
+pub fn matmul<T: Float>(
+    dst: &mut [T],
+    a: MatRef<T>,
+    b: MatRef<T>,
+    accumulate: bool,
+    threads: usize,
+) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert!(b.rows == k, "inner dimensions differ");
+    assert!(dst.len() >= m * n && a.data.len() >= a.max_index() && b.data.len() >= b.max_index());
+    if m == 0 || n == 0 {
+        return;
+    }
+    let par = if threads > 1 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
+    // SAFETY: the assertions above keep every index the kernel touches inside the slices, and
+    // `dst` is borrowed mutably so nothing aliases it.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            if accumulate { T::one() } else { T::zero() },
+            T::one(),
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}

@@ -1,0 +1,7 @@
+//! CPU kernels behind the layers: GEMM-based convolution with a full backward pass.
+
+pub mod conv2d;
+mod gemm;
+mod im2col;
+
+pub use conv2d::{conv2d, ConvParams};
