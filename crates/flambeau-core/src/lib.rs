@@ -14,6 +14,7 @@ pub mod keys;
 pub mod load;
 pub mod nn;
 pub mod ops;
+pub mod optim;
 pub mod state_dict;
 pub mod value;
 pub mod var_store;

@@ -1,6 +1,9 @@
 //! Shared helpers for flambeau-core's integration tests.
 #![allow(dead_code)]
 
+pub mod optim_fixture;
+pub mod pyjson;
+
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor, Var};
