@@ -41,13 +41,33 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
-    /// Registers `weight` (and `bias`) under `vb`.
+    /// Registers `weight` (and `bias`) under `vb` with PyTorch's default initialisation.
     pub fn new(
         vb: VarBuilder,
         in_channels: usize,
         out_channels: usize,
         kernel_size: usize,
         config: Conv2dConfig,
+    ) -> Result<Self> {
+        Self::with_init(
+            vb,
+            in_channels,
+            out_channels,
+            kernel_size,
+            config,
+            Init::PYTORCH_DEFAULT_WEIGHT,
+        )
+    }
+
+    /// Like [`new`](Self::new) with another weight initialisation (torchvision's ResNet uses
+    /// kaiming-normal, fan_out, relu); the bias keeps PyTorch's default.
+    pub fn with_init(
+        vb: VarBuilder,
+        in_channels: usize,
+        out_channels: usize,
+        kernel_size: usize,
+        config: Conv2dConfig,
+        weight_init: Init,
     ) -> Result<Self> {
         if config.groups == 0
             || !in_channels.is_multiple_of(config.groups)
@@ -65,7 +85,7 @@ impl Conv2d {
             kernel_size,
             kernel_size,
         );
-        let weight = vb.param("weight", shape, Init::PYTORCH_DEFAULT_WEIGHT)?;
+        let weight = vb.param("weight", shape, weight_init)?;
         let fan_in = in_channels / config.groups * kernel_size * kernel_size;
         let bias = if config.bias {
             Some(vb.param("bias", out_channels, Init::pytorch_default_bias(fan_in))?)

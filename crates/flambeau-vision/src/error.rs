@@ -1,0 +1,52 @@
+//! The error type of flambeau-vision.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// What can go wrong building models or reading data.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// From flambeau-core (parameter registration, …).
+    #[error(transparent)]
+    Core(#[from] flambeau_core::Error),
+    /// From Candle.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// A file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An image could not be decoded.
+    #[error("{path}: cannot decode image: {source}")]
+    Image {
+        /// The file.
+        path: PathBuf,
+        /// What the decoder said.
+        #[source]
+        source: image::ImageError,
+    },
+    /// A dataset is malformed (wrong size, no classes, …).
+    #[error("{0}")]
+    Dataset(String),
+    /// An invalid model or loader configuration.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// `Result` with flambeau-vision's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
