@@ -180,6 +180,9 @@ impl DataLoader {
     }
 }
 
+/// A batch as prepared on a worker: pixels, labels, dataset indices and `[C, H, W]`.
+type HostBatch = (Vec<f32>, Vec<u32>, Vec<usize>, [usize; 3]);
+
 /// Loads, augments and normalises batch `b` of the epoch in parallel over its examples.
 fn make_batch(
     dataset: &dyn Dataset,
@@ -188,7 +191,7 @@ fn make_batch(
     seed: u64,
     epoch: u64,
     b: usize,
-) -> Result<(Vec<f32>, Vec<u32>, Vec<usize>, [usize; 3])> {
+) -> Result<HostBatch> {
     let lo = b * config.batch_size;
     let hi = (lo + config.batch_size).min(order.len());
     let samples: Vec<Sample> = (lo..hi)
@@ -225,7 +228,7 @@ fn make_batch(
 /// The batches of one epoch (see [`DataLoader::epoch`]).
 pub struct EpochIter<'a> {
     loader: &'a mut DataLoader,
-    rx: Receiver<Result<(Vec<f32>, Vec<u32>, Vec<usize>, [usize; 3])>>,
+    rx: Receiver<Result<HostBatch>>,
     handle: Option<JoinHandle<()>>,
     remaining: u64,
 }
