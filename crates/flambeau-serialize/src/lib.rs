@@ -1,1 +1,28 @@
-//! flambeau-serialize (being built).
+//! # flambeau-serialize
+//!
+//! Real PyTorch checkpoint files, both ways:
+//! - [`load`] reads `torch.save` output — the zip format (PyTorch ≥ 1.6) and the legacy
+//!   pre-1.6 stream — into a [`Value`] tree, building every tensor on the device you ask for
+//!   (PyTorch's `map_location`), through a pickle VM that executes nothing: unknown classes become
+//!   inert [`Value::Object`]s, so files `torch.load(weights_only=True)` refuses still open.
+//! - [`save`] writes the zip format that `torch.load(path)` opens with its defaults, atomically.
+//! - [`load_state_dict_file`] / [`find_state_dict`] dig the model's state dict out of the layouts
+//!   people use (bare, `state_dict`, `model_state_dict`, `model`, DataParallel, whole pickled
+//!   `nn.Module`).
+//! - [`safetensors`] reads and writes `.safetensors`.
+
+mod archive;
+mod error;
+mod find;
+mod load;
+mod pickle;
+mod save;
+pub mod safetensors;
+mod storage;
+
+pub use error::{Error, Result};
+pub use find::{find_state_dict, state_dict_from_module, FoundStateDict};
+pub use load::{load, load_bytes, load_state_dict_file, LoadConfig};
+pub use save::{save, save_state_dict, to_bytes};
+
+pub use flambeau_core::{Dict, DictKind, Object, StateDict, Value};

@@ -102,12 +102,12 @@ impl Dataset for Synthetic {
         // A foreground colour that stands out from the background.
         let mut fg = color(&mut rng);
         for _ in 0..16 {
-            if (luminance(&fg) - luminance(&bg)).abs() >= 0.25 {
+            if (luminance(&fg) - luminance(&bg)).abs() >= 0.35 {
                 break;
             }
             fg = color(&mut rng);
         }
-        let r = 6.0 + rng.next_f32() * 5.0;
+        let r = 9.0 + rng.next_f32() * 5.0;
         let cx = r + rng.next_f32() * (SIZE as f32 - 2.0 * r);
         let cy = r + rng.next_f32() * (SIZE as f32 - 2.0 * r);
         let blob = (rng.below(SIZE - 3), rng.below(SIZE - 3), color(&mut rng));
@@ -126,7 +126,7 @@ impl Dataset for Synthetic {
                     bg
                 };
                 for (c, v) in base.iter().enumerate() {
-                    let noise = (rng.next_f32() - 0.5) * 0.2;
+                    let noise = (rng.next_f32() - 0.5) * 0.1;
                     pixels[c * plane + y * SIZE + x] = (v + noise).clamp(0.0, 1.0);
                 }
             }

@@ -1,0 +1,82 @@
+//! The error type of flambeau-serialize: every way a file can be wrong, with context.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// What can go wrong reading or writing a checkpoint.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// The file could not be opened, read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Neither a zip archive nor a legacy PyTorch stream.
+    #[error("not a PyTorch checkpoint: {0}")]
+    NotACheckpoint(String),
+    /// A TorchScript archive (`torch.jit.save`), which holds code rather than a pickle of tensors.
+    #[error("this is a TorchScript archive (torch.jit.save); flambeau reads torch.save files. In PyTorch: `torch.save(torch.jit.load(path).state_dict(), 'weights.pth')`")]
+    TorchScript,
+    /// The zip structure is broken or unsupported.
+    #[error("corrupt or unsupported zip archive: {0}")]
+    Zip(String),
+    /// A record the pickle refers to is not in the archive.
+    #[error("the archive has no record `{0}` (truncated or corrupt file?)")]
+    MissingRecord(String),
+    /// The file ends before a structure it announces.
+    #[error("truncated file: {0}")]
+    Truncated(String),
+    /// The pickle is malformed.
+    #[error("malformed pickle at byte {offset}: {message}")]
+    Pickle {
+        /// Offset in the pickle stream.
+        offset: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A storage dtype flambeau cannot represent.
+    #[error("unsupported storage type `{0}`")]
+    UnsupportedDtype(String),
+    /// A tensor's view reaches past its storage.
+    #[error("tensor view needs {needed} elements of storage `{key}`, which has {available}")]
+    StorageTooSmall {
+        /// The storage key.
+        key: String,
+        /// Elements the view needs.
+        needed: usize,
+        /// Elements the storage has.
+        available: usize,
+    },
+    /// A value that cannot be written so that `torch.load` (weights_only) accepts it.
+    #[error("cannot write {0}")]
+    Unwritable(String),
+    /// No state dict in the file.
+    #[error("{0}")]
+    NoStateDict(String),
+    /// From safetensors.
+    #[error("safetensors: {0}")]
+    Safetensors(String),
+    /// From Candle.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// From flambeau-core.
+    #[error(transparent)]
+    Core(#[from] flambeau_core::Error),
+}
+
+/// `Result` with flambeau-serialize's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

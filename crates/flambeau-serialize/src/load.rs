@@ -1,0 +1,160 @@
+//! `load`: any `torch.save` file into a [`Value`], tensors on the device you ask for.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use flambeau_core::{StateDict, Value};
+
+use crate::archive::{legacy, zip_reader::ZipArchive};
+use crate::pickle::globals::UNTYPED;
+use crate::pickle::{Resolver, Vm};
+use crate::{storage, Error, Result};
+
+/// How to load (PyTorch's `map_location` and friends).
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    /// Every tensor is built here, whatever device the file was saved from (`cuda:1` on a
+    /// CPU-only machine included).
+    pub device: Device,
+}
+
+impl Default for LoadConfig {
+    fn default() -> Self {
+        Self { device: Device::Cpu }
+    }
+}
+
+/// Reads a `.pth`/`.pt`/`.bin` file written by `torch.save` (zip or legacy format).
+/// The file is memory-mapped; each storage is copied once, into its tensor.
+pub fn load(path: impl AsRef<Path>, config: &LoadConfig) -> Result<Value> {
+    let path = path.as_ref();
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    // SAFETY: the map is read-only and dropped before this function returns; a file truncated
+    // underneath us by another process is the documented hazard of mmap, as with torch.load(mmap=True).
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+    load_bytes(&map, config).map_err(|e| match e {
+        Error::NotACheckpoint(m) => Error::NotACheckpoint(format!("{}: {m}", path.display())),
+        other => other,
+    })
+}
+
+/// [`load`] from bytes in memory.
+pub fn load_bytes(data: &[u8], config: &LoadConfig) -> Result<Value> {
+    if data.starts_with(b"PK\x03\x04") {
+        return load_zip(data, config);
+    }
+    if legacy::is_legacy(data) {
+        return legacy::load(data, &config.device);
+    }
+    if data.starts_with(&[0x80]) {
+        return Err(Error::NotACheckpoint(
+            "a bare pickle without PyTorch's magic number (pickle.dump, not torch.save)".into(),
+        ));
+    }
+    Err(Error::NotACheckpoint(
+        "neither a zip archive nor a legacy torch.save stream".into(),
+    ))
+}
+
+/// Storages of a zip archive, read on first use.
+struct ZipStorages<'a> {
+    data: &'a [u8],
+    zip: &'a ZipArchive,
+    prefix: String,
+    big_endian: bool,
+    device: Device,
+    cache: HashMap<(String, &'static str), Tensor>,
+}
+
+impl ZipStorages<'_> {
+    fn storage(&mut self, key: &str, st: &'static storage::StorageType) -> Result<Tensor> {
+        if let Some(t) = self.cache.get(&(key.to_string(), st.dtype)) {
+            return Ok(t.clone());
+        }
+        let name = format!("{}data/{key}", self.prefix);
+        let entry = self.zip.find(&name).ok_or_else(|| Error::MissingRecord(name.clone()))?;
+        let bytes = &self.data[entry.start..entry.start + entry.len];
+        let t = storage::tensor_from_bytes(bytes, st, self.big_endian)?.to_device(&self.device)?;
+        self.cache.insert((key.to_string(), st.dtype), t.clone());
+        Ok(t)
+    }
+}
+
+impl Resolver for ZipStorages<'_> {
+    fn persistent(&mut self, pid: &Value) -> Result<Option<Value>> {
+        let bad = |m: &str| Error::Pickle { offset: 0, message: format!("persistent id {m}") };
+        let items = pid.as_seq().ok_or_else(|| bad("is not a tuple"))?;
+        if items.first().and_then(Value::as_str) != Some("storage") || items.len() < 3 {
+            return Err(bad("is not ('storage', type, key, location, numel)"));
+        }
+        let key = match &items[2] {
+            Value::Str(s) => s.clone(),
+            Value::Int(i) => i.to_string(),
+            _ => return Err(bad("has a non-string key")),
+        };
+        let class = match &items[1] {
+            Value::Object(o) => o.class.clone(),
+            Value::Dtype(d) => format!("dtype:{d}"),
+            other => return Err(bad(&format!("has a storage type of {}", other.type_name()))),
+        };
+        if class == UNTYPED || class == "torch.storage.UntypedStorage" {
+            return Ok(Some(Value::Object(flambeau_core::Object {
+                class: UNTYPED.into(),
+                args: vec![Value::Str(key)],
+                state: None,
+            })));
+        }
+        let short = class.strip_prefix("torch.").unwrap_or(&class);
+        let st = storage::by_class(short).ok_or_else(|| Error::UnsupportedDtype(class.clone()))?;
+        Ok(Some(Value::Tensor(self.storage(&key, st)?)))
+    }
+
+    fn typed(&mut self, key: &str, dtype: &str) -> Result<Option<Tensor>> {
+        let st = storage::by_dtype(dtype).ok_or_else(|| Error::UnsupportedDtype(format!("torch.{dtype}")))?;
+        Ok(Some(self.storage(key, st)?))
+    }
+}
+
+fn load_zip(data: &[u8], config: &LoadConfig) -> Result<Value> {
+    let zip = ZipArchive::new(data)?;
+    let first = zip
+        .entries()
+        .first()
+        .ok_or_else(|| Error::NotACheckpoint("an empty zip archive".into()))?;
+    // Readers take the first record's folder, whatever it is called.
+    let prefix = match first.name.find('/') {
+        Some(i) => first.name[..=i].to_string(),
+        None => String::new(),
+    };
+    if zip.find(&format!("{prefix}constants.pkl")).is_some() {
+        return Err(Error::TorchScript);
+    }
+    let pkl = zip
+        .find(&format!("{prefix}data.pkl"))
+        .ok_or_else(|| Error::NotACheckpoint(format!("a zip archive without {prefix}data.pkl")))?;
+    let big_endian = zip
+        .find(&format!("{prefix}byteorder"))
+        .is_some_and(|e| &data[e.start..e.start + e.len] == b"big");
+    let mut storages = ZipStorages {
+        data,
+        zip: &zip,
+        prefix,
+        big_endian,
+        device: config.device.clone(),
+        cache: HashMap::new(),
+    };
+    let mut vm = Vm::new(&data[pkl.start..pkl.start + pkl.len], &mut storages);
+    vm.run()
+}
+
+/// Loads a file and finds the model's state dict in it (see [`find_state_dict`](crate::find_state_dict)).
+pub fn load_state_dict_file(path: impl AsRef<Path>, config: &LoadConfig) -> Result<StateDict> {
+    let path = path.as_ref();
+    let is_safetensors = path.extension().is_some_and(|e| e == "safetensors");
+    if is_safetensors {
+        return crate::safetensors::load(path, &config.device);
+    }
+    let value = load(path, config)?;
+    Ok(crate::find_state_dict(&value)?.state_dict)
+}
