@@ -5,7 +5,14 @@ use flambeau_core::{Dict, StateDict, Value};
 use crate::{Error, Result};
 
 /// Keys under which training scripts keep the model's weights, in the order they are tried.
-pub const STATE_DICT_KEYS: &[&str] = &["state_dict", "model_state_dict", "model", "net", "module", "network"];
+pub const STATE_DICT_KEYS: &[&str] = &[
+    "state_dict",
+    "model_state_dict",
+    "model",
+    "net",
+    "module",
+    "network",
+];
 
 /// A state dict and where it was found.
 #[derive(Debug, Clone)]
@@ -19,7 +26,10 @@ pub struct FoundStateDict {
 }
 
 fn is_tensor_dict(d: &Dict) -> bool {
-    !d.is_empty() && d.entries.iter().all(|(k, v)| k.as_str().is_some() && v.as_tensor().is_some())
+    !d.is_empty()
+        && d.entries
+            .iter()
+            .all(|(k, v)| k.as_str().is_some() && v.as_tensor().is_some())
 }
 
 /// Looks for the state dict: a bare dict of tensors, one under a common key (`state_dict`,
@@ -73,7 +83,15 @@ pub fn find_state_dict(value: &Value) -> Result<FoundStateDict> {
             let keys: Vec<String> = d
                 .entries
                 .iter()
-                .map(|(k, v)| format!("{} ({})", k.as_str().map(str::to_string).unwrap_or_else(|| format!("{k:?}")), v.type_name()))
+                .map(|(k, v)| {
+                    format!(
+                        "{} ({})",
+                        k.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| format!("{k:?}")),
+                        v.type_name()
+                    )
+                })
                 .collect();
             format!("a dict with top-level keys: {}", keys.join(", "))
         }
@@ -95,7 +113,9 @@ pub fn state_dict_from_module(module: &Value) -> Option<StateDict> {
 }
 
 fn collect(module: &Value, prefix: &str, sd: &mut StateDict) -> Option<()> {
-    let Value::Object(o) = module else { return None };
+    let Value::Object(o) = module else {
+        return None;
+    };
     let state = o.state.as_deref()?;
     let params = state.get("_parameters")?.as_dict()?;
     let buffers = state.get("_buffers").and_then(Value::as_dict);

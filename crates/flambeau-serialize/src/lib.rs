@@ -16,8 +16,8 @@ mod error;
 mod find;
 mod load;
 mod pickle;
-mod save;
 pub mod safetensors;
+mod save;
 mod storage;
 
 pub use error::{Error, Result};

@@ -21,7 +21,9 @@ pub struct LoadConfig {
 
 impl Default for LoadConfig {
     fn default() -> Self {
-        Self { device: Device::Cpu }
+        Self {
+            device: Device::Cpu,
+        }
     }
 }
 
@@ -73,7 +75,10 @@ impl ZipStorages<'_> {
             return Ok(t.clone());
         }
         let name = format!("{}data/{key}", self.prefix);
-        let entry = self.zip.find(&name).ok_or_else(|| Error::MissingRecord(name.clone()))?;
+        let entry = self
+            .zip
+            .find(&name)
+            .ok_or_else(|| Error::MissingRecord(name.clone()))?;
         let bytes = &self.data[entry.start..entry.start + entry.len];
         let t = storage::tensor_from_bytes(bytes, st, self.big_endian)?.to_device(&self.device)?;
         self.cache.insert((key.to_string(), st.dtype), t.clone());
@@ -83,7 +88,10 @@ impl ZipStorages<'_> {
 
 impl Resolver for ZipStorages<'_> {
     fn persistent(&mut self, pid: &Value) -> Result<Option<Value>> {
-        let bad = |m: &str| Error::Pickle { offset: 0, message: format!("persistent id {m}") };
+        let bad = |m: &str| Error::Pickle {
+            offset: 0,
+            message: format!("persistent id {m}"),
+        };
         let items = pid.as_seq().ok_or_else(|| bad("is not a tuple"))?;
         if items.first().and_then(Value::as_str) != Some("storage") || items.len() < 3 {
             return Err(bad("is not ('storage', type, key, location, numel)"));
@@ -111,7 +119,8 @@ impl Resolver for ZipStorages<'_> {
     }
 
     fn typed(&mut self, key: &str, dtype: &str) -> Result<Option<Tensor>> {
-        let st = storage::by_dtype(dtype).ok_or_else(|| Error::UnsupportedDtype(format!("torch.{dtype}")))?;
+        let st = storage::by_dtype(dtype)
+            .ok_or_else(|| Error::UnsupportedDtype(format!("torch.{dtype}")))?;
         Ok(Some(self.storage(key, st)?))
     }
 }

@@ -31,13 +31,19 @@ pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<StateDict> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     // SAFETY: read-only map, dropped before returning.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-    let st = SafeTensors::deserialize(&map).map_err(|e| Error::Safetensors(format!("{}: {e}", path.display())))?;
+    let st = SafeTensors::deserialize(&map)
+        .map_err(|e| Error::Safetensors(format!("{}: {e}", path.display())))?;
     let base = map.as_ptr() as usize;
     let mut views: Vec<_> = st.tensors();
     views.sort_by_key(|(_, v)| v.data().as_ptr() as usize - base);
     let mut sd = StateDict::new();
     for (name, view) in views {
-        let t = Tensor::from_raw_buffer(view.data(), dtype(view.dtype())?, view.shape(), &Device::Cpu)?;
+        let t = Tensor::from_raw_buffer(
+            view.data(),
+            dtype(view.dtype())?,
+            view.shape(),
+            &Device::Cpu,
+        )?;
         sd.insert(name, t.to_device(device)?);
     }
     Ok(sd)

@@ -75,7 +75,10 @@ fn cpu_len(c: &CpuStorage) -> usize {
         CpuStorage::F32(v) => v.len(),
         CpuStorage::F64(v) => v.len(),
         CpuStorage::F8E4M3(v) => v.len(),
-        CpuStorage::F6E2M3(v) | CpuStorage::F6E3M2(v) | CpuStorage::F4(v) | CpuStorage::F8E8M0(v) => v.len(),
+        CpuStorage::F6E2M3(v)
+        | CpuStorage::F6E3M2(v)
+        | CpuStorage::F4(v)
+        | CpuStorage::F8E8M0(v) => v.len(),
     }
 }
 
@@ -96,7 +99,10 @@ fn bytes_of(c: &CpuStorage) -> &[u8] {
         CpuStorage::F32(v) => raw(v),
         CpuStorage::F64(v) => raw(v),
         CpuStorage::F8E4M3(v) => raw(v),
-        CpuStorage::F6E2M3(v) | CpuStorage::F6E3M2(v) | CpuStorage::F4(v) | CpuStorage::F8E8M0(v) => v,
+        CpuStorage::F6E2M3(v)
+        | CpuStorage::F6E3M2(v)
+        | CpuStorage::F4(v)
+        | CpuStorage::F8E8M0(v) => v,
     }
 }
 
@@ -111,7 +117,9 @@ fn write_archive<W: Write>(value: &Value, prefix: &str, out: W) -> Result<W> {
     zip.add(&format!("{prefix}/byteorder"), b"little")?;
     for (key, t) in &storages.tensors {
         let (s, _) = t.storage_and_layout();
-        let Storage::Cpu(c) = &*s else { unreachable!("moved to the CPU when registered") };
+        let Storage::Cpu(c) = &*s else {
+            unreachable!("moved to the CPU when registered")
+        };
         zip.add(&format!("{prefix}/data/{key}"), bytes_of(c))?;
     }
     zip.add(&format!("{prefix}/version"), b"3\n")?;
@@ -125,12 +133,25 @@ pub fn to_bytes(value: &Value) -> Result<Vec<u8>> {
 
 /// The archive folder PyTorch would use: the file name without its last extension.
 fn archive_name(path: &Path) -> String {
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("archive");
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("archive");
     let clean: String = stem
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
-    if clean.is_empty() { "archive".into() } else { clean }
+    if clean.is_empty() {
+        "archive".into()
+    } else {
+        clean
+    }
 }
 
 /// Writes `value` to `path` atomically: a temporary file in the same directory is written,
@@ -138,14 +159,26 @@ fn archive_name(path: &Path) -> String {
 /// or the new one.
 pub fn save(value: &Value, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint");
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("checkpoint");
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
         let file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        let mut w = write_archive(value, &archive_name(path), BufWriter::with_capacity(1 << 20, file))?;
+        let mut w = write_archive(
+            value,
+            &archive_name(path),
+            BufWriter::with_capacity(1 << 20, file),
+        )?;
         w.flush().map_err(|e| Error::io(&tmp, e))?;
-        let file = w.into_inner().map_err(|e| Error::io(&tmp, e.into_error()))?;
+        let file = w
+            .into_inner()
+            .map_err(|e| Error::io(&tmp, e.into_error()))?;
         file.sync_all().map_err(|e| Error::io(&tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
         // Make the rename itself durable; some filesystems cannot sync a directory.

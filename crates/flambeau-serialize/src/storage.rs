@@ -34,19 +34,97 @@ pub struct StorageType {
 }
 
 const TYPES: &[StorageType] = &[
-    StorageType { class: "DoubleStorage", dtype: "float64", size: 8, candle: DType::F64, widen: Widen::None },
-    StorageType { class: "FloatStorage", dtype: "float32", size: 4, candle: DType::F32, widen: Widen::None },
-    StorageType { class: "HalfStorage", dtype: "float16", size: 2, candle: DType::F16, widen: Widen::None },
-    StorageType { class: "BFloat16Storage", dtype: "bfloat16", size: 2, candle: DType::BF16, widen: Widen::None },
-    StorageType { class: "LongStorage", dtype: "int64", size: 8, candle: DType::I64, widen: Widen::None },
-    StorageType { class: "IntStorage", dtype: "int32", size: 4, candle: DType::I32, widen: Widen::None },
-    StorageType { class: "ShortStorage", dtype: "int16", size: 2, candle: DType::I16, widen: Widen::None },
-    StorageType { class: "CharStorage", dtype: "int8", size: 1, candle: DType::I16, widen: Widen::I8ToI16 },
-    StorageType { class: "ByteStorage", dtype: "uint8", size: 1, candle: DType::U8, widen: Widen::None },
-    StorageType { class: "BoolStorage", dtype: "bool", size: 1, candle: DType::U8, widen: Widen::BoolToU8 },
-    StorageType { class: "UInt16Storage", dtype: "uint16", size: 2, candle: DType::U32, widen: Widen::U16ToU32 },
-    StorageType { class: "UInt32Storage", dtype: "uint32", size: 4, candle: DType::U32, widen: Widen::None },
-    StorageType { class: "Float8_e4m3fnStorage", dtype: "float8_e4m3fn", size: 1, candle: DType::F8E4M3, widen: Widen::None },
+    StorageType {
+        class: "DoubleStorage",
+        dtype: "float64",
+        size: 8,
+        candle: DType::F64,
+        widen: Widen::None,
+    },
+    StorageType {
+        class: "FloatStorage",
+        dtype: "float32",
+        size: 4,
+        candle: DType::F32,
+        widen: Widen::None,
+    },
+    StorageType {
+        class: "HalfStorage",
+        dtype: "float16",
+        size: 2,
+        candle: DType::F16,
+        widen: Widen::None,
+    },
+    StorageType {
+        class: "BFloat16Storage",
+        dtype: "bfloat16",
+        size: 2,
+        candle: DType::BF16,
+        widen: Widen::None,
+    },
+    StorageType {
+        class: "LongStorage",
+        dtype: "int64",
+        size: 8,
+        candle: DType::I64,
+        widen: Widen::None,
+    },
+    StorageType {
+        class: "IntStorage",
+        dtype: "int32",
+        size: 4,
+        candle: DType::I32,
+        widen: Widen::None,
+    },
+    StorageType {
+        class: "ShortStorage",
+        dtype: "int16",
+        size: 2,
+        candle: DType::I16,
+        widen: Widen::None,
+    },
+    StorageType {
+        class: "CharStorage",
+        dtype: "int8",
+        size: 1,
+        candle: DType::I16,
+        widen: Widen::I8ToI16,
+    },
+    StorageType {
+        class: "ByteStorage",
+        dtype: "uint8",
+        size: 1,
+        candle: DType::U8,
+        widen: Widen::None,
+    },
+    StorageType {
+        class: "BoolStorage",
+        dtype: "bool",
+        size: 1,
+        candle: DType::U8,
+        widen: Widen::BoolToU8,
+    },
+    StorageType {
+        class: "UInt16Storage",
+        dtype: "uint16",
+        size: 2,
+        candle: DType::U32,
+        widen: Widen::U16ToU32,
+    },
+    StorageType {
+        class: "UInt32Storage",
+        dtype: "uint32",
+        size: 4,
+        candle: DType::U32,
+        widen: Widen::None,
+    },
+    StorageType {
+        class: "Float8_e4m3fnStorage",
+        dtype: "float8_e4m3fn",
+        size: 1,
+        candle: DType::F8E4M3,
+        widen: Widen::None,
+    },
 ];
 
 /// The storage type of a legacy typed-storage class name (`FloatStorage`).
@@ -92,10 +170,21 @@ pub fn tensor_from_bytes(bytes: &[u8], st: &StorageType, big_endian: bool) -> Re
     let cpu = &Device::Cpu;
     Ok(match st.widen {
         Widen::None => Tensor::from_raw_buffer(bytes, st.candle, &[n], cpu)?,
-        Widen::I8ToI16 => Tensor::from_vec(bytes.iter().map(|&b| b as i8 as i16).collect::<Vec<_>>(), n, cpu)?,
-        Widen::BoolToU8 => Tensor::from_vec(bytes.iter().map(|&b| (b != 0) as u8).collect::<Vec<_>>(), n, cpu)?,
+        Widen::I8ToI16 => Tensor::from_vec(
+            bytes.iter().map(|&b| b as i8 as i16).collect::<Vec<_>>(),
+            n,
+            cpu,
+        )?,
+        Widen::BoolToU8 => Tensor::from_vec(
+            bytes.iter().map(|&b| (b != 0) as u8).collect::<Vec<_>>(),
+            n,
+            cpu,
+        )?,
         Widen::U16ToU32 => Tensor::from_vec(
-            bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as u32).collect::<Vec<_>>(),
+            bytes
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]) as u32)
+                .collect::<Vec<_>>(),
             n,
             cpu,
         )?,
@@ -108,7 +197,13 @@ const MAX_EXPANSION: usize = 1024;
 
 /// `storage.as_strided(size, stride, offset)`: a view (sharing the storage) when contiguous,
 /// otherwise a copy with the right values.
-pub fn view(base: &Tensor, key: &str, offset: usize, size: &[usize], stride: &[usize]) -> Result<Tensor> {
+pub fn view(
+    base: &Tensor,
+    key: &str,
+    offset: usize,
+    size: &[usize],
+    stride: &[usize],
+) -> Result<Tensor> {
     if size.len() != stride.len() {
         return Err(Error::Pickle {
             offset: 0,
@@ -121,13 +216,18 @@ pub fn view(base: &Tensor, key: &str, offset: usize, size: &[usize], stride: &[u
         needed: usize::MAX,
         available,
     };
-    let numel = size.iter().try_fold(1usize, |a, &s| a.checked_mul(s)).ok_or_else(too_big)?;
+    let numel = size
+        .iter()
+        .try_fold(1usize, |a, &s| a.checked_mul(s))
+        .ok_or_else(too_big)?;
     let needed = if numel == 0 {
         offset
     } else {
         size.iter()
             .zip(stride)
-            .try_fold(offset + 1, |a, (&s, &st)| (s - 1).checked_mul(st).and_then(|x| x.checked_add(a)))
+            .try_fold(offset + 1, |a, (&s, &st)| {
+                (s - 1).checked_mul(st).and_then(|x| x.checked_add(a))
+            })
             .ok_or_else(too_big)?
     };
     if needed > available {
@@ -155,7 +255,9 @@ pub fn view(base: &Tensor, key: &str, offset: usize, size: &[usize], stride: &[u
         ok
     };
     if contiguous {
-        return Ok(base.narrow(0, offset.min(available), numel)?.reshape(size)?);
+        return Ok(base
+            .narrow(0, offset.min(available), numel)?
+            .reshape(size)?);
     }
     // Gather the elements of a strided view.
     let mut idx = Vec::with_capacity(numel);

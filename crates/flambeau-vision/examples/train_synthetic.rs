@@ -36,12 +36,32 @@ fn main() -> Result<()> {
         augment: None,
         ..train_cfg.clone()
     };
-    let mut train = DataLoader::new(Arc::new(Synthetic::train(train_size, 0)), train_cfg, &device)?;
-    let mut val = DataLoader::new(Arc::new(Synthetic::val(train_size / 5, 0)), val_cfg, &device)?;
-    let cfg = SgdConfig { lr, momentum: 0.9, weight_decay: 5e-4, nesterov: true, ..Default::default() };
+    let mut train = DataLoader::new(
+        Arc::new(Synthetic::train(train_size, 0)),
+        train_cfg,
+        &device,
+    )?;
+    let mut val = DataLoader::new(
+        Arc::new(Synthetic::val(train_size / 5, 0)),
+        val_cfg,
+        &device,
+    )?;
+    let cfg = SgdConfig {
+        lr,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        nesterov: true,
+        ..Default::default()
+    };
     let mut opt = Sgd::new(vec![ParamGroup::new(vs.parameters())], cfg)?;
     let t_max = (epochs * train.len()) as i64;
-    let mut sched = Scheduler::new(CosineAnnealingLr { t_max, eta_min: 0.0 }, &mut opt)?;
+    let mut sched = Scheduler::new(
+        CosineAnnealingLr {
+            t_max,
+            eta_min: 0.0,
+        },
+        &mut opt,
+    )?;
 
     for epoch in 0..epochs {
         let start = Instant::now();

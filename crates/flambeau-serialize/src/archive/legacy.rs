@@ -44,7 +44,10 @@ impl Resolver for Scan {
 
 /// `('storage', torch.XStorage, key, location, numel, view_metadata)` → (key, type).
 fn parse_pid(pid: &Value) -> Result<(String, Option<&'static StorageType>)> {
-    let bad = |m: &str| Error::Pickle { offset: 0, message: format!("persistent id {m}") };
+    let bad = |m: &str| Error::Pickle {
+        offset: 0,
+        message: format!("persistent id {m}"),
+    };
     let items = pid.as_seq().ok_or_else(|| bad("is not a tuple"))?;
     if items.first().and_then(Value::as_str) != Some("storage") || items.len() < 3 {
         return Err(bad("is not ('storage', type, key, …)"));
@@ -81,14 +84,23 @@ impl Resolver for Storages<'_> {
         if let Some(t) = self.cache.get(&key) {
             return Ok(Some(Value::Tensor(t.clone())));
         }
-        let st = self.types.get(&key).ok_or_else(|| Error::MissingRecord(format!("storage {key}")))?;
-        let &(start, len) = self.places.get(&key).ok_or_else(|| Error::MissingRecord(format!("storage {key}")))?;
-        let t = storage::tensor_from_bytes(&self.data[start..start + len], st, false)?.to_device(&self.device)?;
+        let st = self
+            .types
+            .get(&key)
+            .ok_or_else(|| Error::MissingRecord(format!("storage {key}")))?;
+        let &(start, len) = self
+            .places
+            .get(&key)
+            .ok_or_else(|| Error::MissingRecord(format!("storage {key}")))?;
+        let t = storage::tensor_from_bytes(&self.data[start..start + len], st, false)?
+            .to_device(&self.device)?;
         self.cache.insert(key, t.clone());
         Ok(Some(Value::Tensor(t)))
     }
     fn typed(&mut self, key: &str, _dtype: &str) -> Result<Option<Tensor>> {
-        Err(Error::UnsupportedDtype(format!("untyped storage {key} in a legacy file")))
+        Err(Error::UnsupportedDtype(format!(
+            "untyped storage {key} in a legacy file"
+        )))
     }
 }
 
@@ -105,10 +117,17 @@ pub fn load(data: &[u8], device: &candle_core::Device) -> Result<Value> {
     next(&mut none, &mut pos)?; // magic number (checked by is_legacy)
     match next(&mut none, &mut pos)? {
         Value::Int(PROTOCOL_VERSION) => {}
-        other => return Err(Error::NotACheckpoint(format!("legacy protocol version {other:?}, expected {PROTOCOL_VERSION}"))),
+        other => {
+            return Err(Error::NotACheckpoint(format!(
+                "legacy protocol version {other:?}, expected {PROTOCOL_VERSION}"
+            )))
+        }
     }
     let sys_info = next(&mut none, &mut pos)?;
-    let little = sys_info.get("little_endian").and_then(Value::as_bool).unwrap_or(true);
+    let little = sys_info
+        .get("little_endian")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
     if !little {
         return Err(Error::UnsupportedDtype("big-endian legacy file".into()));
     }
@@ -118,13 +137,24 @@ pub fn load(data: &[u8], device: &candle_core::Device) -> Result<Value> {
     let keys = next(&mut none, &mut pos)?;
     let keys: Vec<String> = keys
         .as_seq()
-        .ok_or_else(|| Error::Pickle { offset: pos, message: "storage key list is not a list".into() })?
+        .ok_or_else(|| Error::Pickle {
+            offset: pos,
+            message: "storage key list is not a list".into(),
+        })?
         .iter()
-        .map(|k| k.as_str().map(String::from).ok_or_else(|| Error::Pickle { offset: pos, message: "storage key is not a string".into() }))
+        .map(|k| {
+            k.as_str().map(String::from).ok_or_else(|| Error::Pickle {
+                offset: pos,
+                message: "storage key is not a string".into(),
+            })
+        })
         .collect::<Result<_>>()?;
     let mut places = HashMap::new();
     for key in keys {
-        let st = scan.types.get(&key).ok_or_else(|| Error::MissingRecord(format!("type of storage {key}")))?;
+        let st = scan
+            .types
+            .get(&key)
+            .ok_or_else(|| Error::MissingRecord(format!("type of storage {key}")))?;
         let count = data
             .get(pos..pos + 8)
             .map(|b| u64::from_le_bytes(b.try_into().expect("8")))
@@ -134,7 +164,11 @@ pub fn load(data: &[u8], device: &candle_core::Device) -> Result<Value> {
             .ok()
             .and_then(|c| c.checked_mul(st.size))
             .filter(|&l| pos.checked_add(l).is_some_and(|end| end <= data.len()))
-            .ok_or_else(|| Error::Truncated(format!("storage {key} announces {count} elements past the end of the file")))?;
+            .ok_or_else(|| {
+                Error::Truncated(format!(
+                    "storage {key} announces {count} elements past the end of the file"
+                ))
+            })?;
         places.insert(key, (pos, len));
         pos += len;
     }

@@ -58,12 +58,18 @@ impl ZipArchive {
         let eocd = (lowest..=data.len() - 22)
             .rev()
             .find(|&i| u32_at(data, i).is_ok_and(|s| s == EOCD))
-            .ok_or_else(|| Error::Truncated("no end-of-central-directory record (the file was cut short)".into()))?;
+            .ok_or_else(|| {
+                Error::Truncated(
+                    "no end-of-central-directory record (the file was cut short)".into(),
+                )
+            })?;
         let mut count = u16_at(data, eocd + 10)? as u64;
         let mut cd_size = u32_at(data, eocd + 12)? as u64;
         let mut cd_offset = u32_at(data, eocd + 16)? as u64;
         if count == 0xFFFF || cd_size == 0xFFFF_FFFF || cd_offset == 0xFFFF_FFFF {
-            let loc = eocd.checked_sub(20).ok_or_else(|| Error::Zip("zip64 locator missing".into()))?;
+            let loc = eocd
+                .checked_sub(20)
+                .ok_or_else(|| Error::Zip("zip64 locator missing".into()))?;
             if u32_at(data, loc)? != ZIP64_LOCATOR {
                 return Err(Error::Zip("zip64 locator missing".into()));
             }
@@ -82,13 +88,17 @@ impl ZipArchive {
             .ok_or_else(|| Error::Truncated("central directory past the end of the file".into()))?;
         // Each record is at least 46 bytes: a bound on the count that the file itself justifies.
         if count > ((cd_end - cd_start) / 46) as u64 {
-            return Err(Error::Zip(format!("{count} entries cannot fit in a central directory of {cd_size} bytes")));
+            return Err(Error::Zip(format!(
+                "{count} entries cannot fit in a central directory of {cd_size} bytes"
+            )));
         }
         let mut entries = Vec::with_capacity(count as usize);
         let mut at = cd_start;
         for _ in 0..count {
             if u32_at(data, at)? != CENTRAL {
-                return Err(Error::Zip(format!("bad central directory record at byte {at}")));
+                return Err(Error::Zip(format!(
+                    "bad central directory record at byte {at}"
+                )));
             }
             let method = u16_at(data, at + 10)?;
             let mut csize = u32_at(data, at + 20)? as u64;
@@ -133,10 +143,15 @@ impl ZipArchive {
             if u32_at(data, local)? != LOCAL {
                 return Err(Error::Zip(format!("bad local header for `{name}`")));
             }
-            let start = local + 30 + u16_at(data, local + 26)? as usize + u16_at(data, local + 28)? as usize;
+            let start = local
+                + 30
+                + u16_at(data, local + 26)? as usize
+                + u16_at(data, local + 28)? as usize;
             let len = to_usize(csize, "entry size")?;
             if start.checked_add(len).is_none_or(|end| end > data.len()) {
-                return Err(Error::Truncated(format!("entry `{name}` ends past the end of the file")));
+                return Err(Error::Truncated(format!(
+                    "entry `{name}` ends past the end of the file"
+                )));
             }
             entries.push(Entry { name, start, len });
             at += 46 + nlen + elen + clen;

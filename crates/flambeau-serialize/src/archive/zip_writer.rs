@@ -52,7 +52,11 @@ impl<W: Write> ZipWriter<W> {
     pub fn add(&mut self, name: &str, data: &[u8]) -> Result<()> {
         let size = data.len() as u64;
         let big = size >= 0xFFFF_FFFF;
-        let mut extra = if big { zip64_extra(&[size, size]) } else { Vec::new() };
+        let mut extra = if big {
+            zip64_extra(&[size, size])
+        } else {
+            Vec::new()
+        };
         let unpadded = self.pos + 30 + name.len() as u64 + extra.len() as u64 + 4;
         let pad = (ALIGN - unpadded % ALIGN) % ALIGN;
         extra.extend_from_slice(b"FB");
@@ -90,7 +94,11 @@ impl<W: Write> ZipWriter<W> {
         let records = std::mem::take(&mut self.records);
         for r in &records {
             let big = r.size >= 0xFFFF_FFFF || r.offset >= 0xFFFF_FFFF;
-            let extra = if big { zip64_extra(&[r.size, r.size, r.offset]) } else { Vec::new() };
+            let extra = if big {
+                zip64_extra(&[r.size, r.size, r.offset])
+            } else {
+                Vec::new()
+            };
             let clamp = |v: u64| if big { 0xFFFF_FFFF } else { v as u32 };
             let mut c = Vec::with_capacity(46 + r.name.len() + extra.len());
             c.extend_from_slice(&0x0201_4b50u32.to_le_bytes());

@@ -9,9 +9,29 @@ use crate::{Error, Result};
 
 /// dtype names `torch.<name>` can refer to.
 const DTYPE_NAMES: &[&str] = &[
-    "float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool",
-    "uint16", "uint32", "uint64", "complex64", "complex128", "float8_e4m3fn", "float8_e5m2",
-    "double", "float", "half", "long", "int", "short",
+    "float64",
+    "float32",
+    "float16",
+    "bfloat16",
+    "int64",
+    "int32",
+    "int16",
+    "int8",
+    "uint8",
+    "bool",
+    "uint16",
+    "uint32",
+    "uint64",
+    "complex64",
+    "complex128",
+    "float8_e4m3fn",
+    "float8_e5m2",
+    "double",
+    "float",
+    "half",
+    "long",
+    "int",
+    "short",
 ];
 
 /// A global that is referenced but not called: a dtype, or a class reference kept inert.
@@ -36,7 +56,12 @@ fn bad(message: impl Into<String>) -> Error {
 fn usize_arg(v: &Value, what: &str) -> Result<usize> {
     v.as_i64()
         .and_then(|i| usize::try_from(i).ok())
-        .ok_or_else(|| bad(format!("{what} must be a non-negative int, got {}", v.type_name())))
+        .ok_or_else(|| {
+            bad(format!(
+                "{what} must be a non-negative int, got {}",
+                v.type_name()
+            ))
+        })
 }
 
 fn usizes(v: &Value, what: &str) -> Result<Vec<usize>> {
@@ -61,7 +86,9 @@ fn rebuild_tensor(storage: &Value, args: &[Value]) -> Result<Value> {
     let size = usizes(&args[2], "size")?;
     let stride = usizes(&args[3], "stride")?;
     let key = format!("{:?}", base.id());
-    Ok(Value::Tensor(storage::view(base, &key, offset, &size, &stride)?))
+    Ok(Value::Tensor(storage::view(
+        base, &key, offset, &size, &stride,
+    )?))
 }
 
 /// `_rebuild_tensor_v3(untyped_storage, offset, size, stride, requires_grad, hooks, dtype, …)`.
@@ -71,11 +98,21 @@ fn rebuild_tensor_v3(args: &[Value], resolver: &mut dyn Resolver) -> Result<Valu
     }
     let dtype = match &args[6] {
         Value::Dtype(d) => d.clone(),
-        other => return Err(bad(format!("_rebuild_tensor_v3 dtype is a {}", other.type_name()))),
+        other => {
+            return Err(bad(format!(
+                "_rebuild_tensor_v3 dtype is a {}",
+                other.type_name()
+            )))
+        }
     };
     let storage = match &args[0] {
         Value::Object(o) if o.class == UNTYPED => {
-            let key = o.args.first().and_then(Value::as_str).unwrap_or_default().to_string();
+            let key = o
+                .args
+                .first()
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
             match resolver.typed(&key, &dtype)? {
                 Some(t) => Value::Tensor(t),
                 None => Value::None,
@@ -132,7 +169,9 @@ pub(crate) fn call(callable: Item, args: Vec<Value>, resolver: &mut dyn Resolver
             d.kind = DictKind::Counter;
             Ok(Value::Dict(d))
         }
-        ("torch", "Size") => Ok(Value::Tuple(first.and_then(Value::as_seq).unwrap_or(&[]).to_vec())),
+        ("torch", "Size") => Ok(Value::Tuple(
+            first.and_then(Value::as_seq).unwrap_or(&[]).to_vec(),
+        )),
         ("torch", "device") => {
             let kind = first.and_then(Value::as_str).unwrap_or("cpu");
             Ok(Value::Device(match args.get(1).and_then(Value::as_i64) {
@@ -140,9 +179,9 @@ pub(crate) fn call(callable: Item, args: Vec<Value>, resolver: &mut dyn Resolver
                 None => kind.to_string(),
             }))
         }
-        ("builtins" | "__builtin__", "set" | "frozenset") => {
-            Ok(Value::Set(first.and_then(Value::as_seq).unwrap_or(&[]).to_vec()))
-        }
+        ("builtins" | "__builtin__", "set" | "frozenset") => Ok(Value::Set(
+            first.and_then(Value::as_seq).unwrap_or(&[]).to_vec(),
+        )),
         ("builtins" | "__builtin__", "bytearray" | "bytes") => match first {
             Some(Value::Bytes(b)) => Ok(Value::Bytes(b.clone())),
             None => Ok(Value::Bytes(Vec::new())),
@@ -150,8 +189,11 @@ pub(crate) fn call(callable: Item, args: Vec<Value>, resolver: &mut dyn Resolver
         },
         ("_codecs", "encode") => match (first, args.get(1).and_then(Value::as_str)) {
             (Some(Value::Str(s)), Some("latin1" | "latin-1")) => {
-                let bytes: Option<Vec<u8>> = s.chars().map(|c| u8::try_from(c as u32).ok()).collect();
-                bytes.map(Value::Bytes).ok_or_else(|| bad("_codecs.encode: not latin-1"))
+                let bytes: Option<Vec<u8>> =
+                    s.chars().map(|c| u8::try_from(c as u32).ok()).collect();
+                bytes
+                    .map(Value::Bytes)
+                    .ok_or_else(|| bad("_codecs.encode: not latin-1"))
             }
             (Some(Value::Str(s)), _) => Ok(Value::Bytes(s.as_bytes().to_vec())),
             _ => Ok(inert(module, name, args)),
@@ -178,4 +220,3 @@ pub(crate) fn build(target: &mut Value, state: Value) {
         _ => {}
     }
 }
-

@@ -106,17 +106,24 @@ impl<'a, 'r> Vm<'a, 'r> {
         Ok(self.take(1)?[0])
     }
     fn u16(&mut self) -> Result<u16> {
-        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")))
+        Ok(u16::from_le_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
     }
     fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     fn len_u64(&mut self) -> Result<usize> {
         let n = self.u64()?;
-        usize::try_from(n).map_err(|_| Error::Truncated(format!("length {n} at offset {}", self.pos)))
+        usize::try_from(n)
+            .map_err(|_| Error::Truncated(format!("length {n} at offset {}", self.pos)))
     }
     fn line(&mut self) -> Result<&'a str> {
         let rest = &self.data[self.pos..];
@@ -192,27 +199,40 @@ impl<'a, 'r> Vm<'a, 'r> {
     }
 
     /// Builds a container value from items, tracking nesting depth.
-    fn container(&mut self, items: Vec<Item>, make: impl FnOnce(Vec<Value>) -> Value) -> Result<Item> {
+    fn container(
+        &mut self,
+        items: Vec<Item>,
+        make: impl FnOnce(Vec<Value>) -> Value,
+    ) -> Result<Item> {
         let depth = 1 + items.iter().map(Item::depth).max().unwrap_or(0);
         if depth > MAX_DEPTH {
             bail!(self, "containers nested deeper than {MAX_DEPTH}");
         }
-        Ok(Item::Value(make(items.into_iter().map(Item::into_value).collect()), depth))
+        Ok(Item::Value(
+            make(items.into_iter().map(Item::into_value).collect()),
+            depth,
+        ))
     }
 
     fn set_items(&mut self, pairs: Vec<Item>) -> Result<()> {
-        if pairs.len() % 2 != 0 {
+        if !pairs.len().is_multiple_of(2) {
             bail!(self, "SETITEMS with an odd number of items");
         }
         let depth = pairs.iter().map(Item::depth).max().unwrap_or(0) + 1;
         let pos = self.pos;
         let top = self.top()?;
         let Item::Value(Value::Dict(d), dd) = &mut top.item else {
-            return Err(Error::Pickle { offset: pos, message: "SETITEM(S) on a non-dict".into() });
+            return Err(Error::Pickle {
+                offset: pos,
+                message: "SETITEM(S) on a non-dict".into(),
+            });
         };
         *dd = (*dd).max(depth);
         if *dd > MAX_DEPTH {
-            return Err(Error::Pickle { offset: pos, message: format!("containers nested deeper than {MAX_DEPTH}") });
+            return Err(Error::Pickle {
+                offset: pos,
+                message: format!("containers nested deeper than {MAX_DEPTH}"),
+            });
         }
         let mut it = pairs.into_iter();
         while let (Some(k), Some(v)) = (it.next(), it.next()) {
@@ -226,11 +246,17 @@ impl<'a, 'r> Vm<'a, 'r> {
         let pos = self.pos;
         let top = self.top()?;
         let Item::Value(Value::List(l) | Value::Set(l), dd) = &mut top.item else {
-            return Err(Error::Pickle { offset: pos, message: "APPEND(S)/ADDITEMS on a non-list".into() });
+            return Err(Error::Pickle {
+                offset: pos,
+                message: "APPEND(S)/ADDITEMS on a non-list".into(),
+            });
         };
         *dd = (*dd).max(depth);
         if *dd > MAX_DEPTH {
-            return Err(Error::Pickle { offset: pos, message: format!("containers nested deeper than {MAX_DEPTH}") });
+            return Err(Error::Pickle {
+                offset: pos,
+                message: format!("containers nested deeper than {MAX_DEPTH}"),
+            });
         }
         l.extend(items.into_iter().map(Item::into_value));
         Ok(())
@@ -246,7 +272,12 @@ impl<'a, 'r> Vm<'a, 'r> {
 
     fn memo_get(&mut self, index: u32) -> Result<()> {
         // The object may still be on the stack, mutated since it was stored.
-        let live = self.stack.iter().rev().find(|s| s.memo == Some(index)).map(|s| s.item.clone());
+        let live = self
+            .stack
+            .iter()
+            .rev()
+            .find(|s| s.memo == Some(index))
+            .map(|s| s.item.clone());
         let item = match live.or_else(|| self.memo.get(&index).cloned()) {
             Some(i) => i,
             None => bail!(self, "memo key {index} was never stored"),
@@ -263,7 +294,10 @@ impl<'a, 'r> Vm<'a, 'r> {
         }
         let pos = self.pos;
         let v = globals::call(callable, args, self.resolver).map_err(|e| match e {
-            Error::Pickle { message, .. } => Error::Pickle { offset: pos, message },
+            Error::Pickle { message, .. } => Error::Pickle {
+                offset: pos,
+                message,
+            },
             other => other,
         })?;
         self.push_item(Item::Value(v, depth));
@@ -273,7 +307,11 @@ impl<'a, 'r> Vm<'a, 'r> {
     fn long(&mut self, n: usize) -> Result<Value> {
         let bytes = self.take(n)?;
         if n <= 8 {
-            let mut buf = if bytes.last().is_some_and(|&b| b & 0x80 != 0) { [0xffu8; 8] } else { [0u8; 8] };
+            let mut buf = if bytes.last().is_some_and(|&b| b & 0x80 != 0) {
+                [0xffu8; 8]
+            } else {
+                [0u8; 8]
+            };
             buf[..n].copy_from_slice(bytes);
             Ok(Value::Int(i64::from_le_bytes(buf)))
         } else {
@@ -426,7 +464,11 @@ impl<'a, 'r> Vm<'a, 'r> {
                     self.push_value(Value::Str(s));
                 }
                 b'T' | b'U' => {
-                    let n = if op == b'T' { self.u32()? as usize } else { self.u8()? as usize };
+                    let n = if op == b'T' {
+                        self.u32()? as usize
+                    } else {
+                        self.u8()? as usize
+                    };
                     let bytes = self.take(n)?;
                     // Python 2 `str`: bytes, decoded as latin-1 like Python 3's encoding='latin1'.
                     self.push_value(Value::Str(bytes.iter().map(|&b| b as char).collect()));
@@ -529,7 +571,11 @@ impl<'a, 'r> Vm<'a, 'r> {
                     self.memo_get(i)?;
                 }
                 b'Q' | b'P' => {
-                    let pid = if op == b'Q' { self.pop_value()? } else { Value::Str(self.line()?.to_string()) };
+                    let pid = if op == b'Q' {
+                        self.pop_value()?
+                    } else {
+                        Value::Str(self.line()?.to_string())
+                    };
                     let v = self.resolver.persistent(&pid)?.unwrap_or(Value::None);
                     self.push_value(v);
                 }

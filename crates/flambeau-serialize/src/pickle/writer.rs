@@ -32,7 +32,10 @@ pub trait StorageSink {
 
 /// Pickles `value` (protocol 2).
 pub fn dump(value: &Value, sink: &mut dyn StorageSink) -> Result<Vec<u8>> {
-    let mut p = Pickler { out: vec![0x80, 2], sink };
+    let mut p = Pickler {
+        out: vec![0x80, 2],
+        sink,
+    };
     p.value(value)?;
     p.out.push(b'.');
     Ok(p.out)
