@@ -81,12 +81,8 @@ fn hostile_pickles_are_rejected_with_context() {
     assert!(err(&[0x80, 2, b'X', 0xff, 0xff, 0xff, 0xff, b'a']).contains("truncated"));
     // Deep nesting.
     let mut deep = vec![0x80, 2];
-    for _ in 0..10_000 {
-        deep.extend_from_slice(&[b']']);
-    }
-    for _ in 0..9_999 {
-        deep.push(b'a');
-    }
+    deep.extend(std::iter::repeat_n(b']', 10_000));
+    deep.extend(std::iter::repeat_n(b'a', 9_999));
     deep.push(b'.');
     assert!(err(&deep).contains("nested deeper"));
     // Memo that was never stored, stack underflow, unknown opcode.
@@ -118,10 +114,10 @@ fn legacy_tensor(view_len: u8) -> Vec<u8> {
         b'K', 2, b'N', b't', b'Q', b'K', 0, b'K', view_len, 0x85, b'K', 1, 0x85, 0x89,
     ]);
     b.extend_from_slice(b"ccollections\nOrderedDict\n)Rt");
-    b.extend_from_slice(&[b'R', b'.']);
+    b.extend_from_slice(b"R.");
     b.extend_from_slice(&[0x80, 2, b']']);
     b.extend(str_op("0"));
-    b.extend_from_slice(&[b'a', b'.']);
+    b.extend_from_slice(b"a.");
     b.extend_from_slice(&2u64.to_le_bytes());
     b.extend_from_slice(&1.5f32.to_le_bytes());
     b.extend_from_slice(&2.5f32.to_le_bytes());
