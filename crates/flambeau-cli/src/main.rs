@@ -1,1 +1,45 @@
-fn main() {}
+//! `flambeau`: inspect and convert PyTorch checkpoints.
+
+mod convert;
+mod inspect;
+mod sanitize;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "flambeau",
+    version,
+    about = "PyTorch checkpoints without the classic failures"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the tree of a .pth / .safetensors file and what kind of file it looks like.
+    Inspect {
+        /// The file.
+        file: PathBuf,
+        /// One JSON object per tensor (key path, dtype, shape) instead of the tree.
+        #[arg(long)]
+        json: bool,
+        /// Add min, max, mean and sum of every tensor (computed in f64).
+        #[arg(long)]
+        stats: bool,
+    },
+    /// Convert between .pth (zip or legacy in, zip out) and .safetensors, fixing keys on the way.
+    Convert(convert::Args),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Inspect { file, json, stats } => inspect::run(&file, json, stats),
+        Command::Convert(args) => convert::run(&args),
+    }
+}
