@@ -258,6 +258,26 @@ fn weight_grad<T: Float>(p: &ConvParams, x: &[T], dy: &[T]) -> Vec<T> {
         )
 }
 
+/// Runs a kernel on two CPU storages of the same float type (f32 or f64).
+macro_rules! float_pair {
+    ($what:literal, $s1:expr, $l1:expr, $s2:expr, $l2:expr, $kernel:ident, $p:expr) => {
+        match ($s1, $s2) {
+            (CpuStorage::F32(a), CpuStorage::F32(b)) => {
+                CpuStorage::F32($kernel($p, slice(a, $l1)?, slice(b, $l2)?))
+            }
+            (CpuStorage::F64(a), CpuStorage::F64(b)) => {
+                CpuStorage::F64($kernel($p, slice(a, $l1)?, slice(b, $l2)?))
+            }
+            (a, b) => candle_core::bail!(
+                "{}: unsupported dtypes {:?}/{:?}",
+                $what,
+                a.dtype(),
+                b.dtype()
+            ),
+        }
+    };
+}
+
 struct Conv2dOp(ConvParams);
 
 impl CustomOp2 for Conv2dOp {
@@ -273,17 +293,7 @@ impl CustomOp2 for Conv2dOp {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let p = &self.0;
-        let out = match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(w)) => {
-                CpuStorage::F32(forward(p, slice(x, l1)?, slice(w, l2)?))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(w)) => {
-                CpuStorage::F64(forward(p, slice(x, l1)?, slice(w, l2)?))
-            }
-            (a, b) => {
-                candle_core::bail!("conv2d: unsupported dtypes {:?}/{:?}", a.dtype(), b.dtype())
-            }
-        };
+        let out = float_pair!("conv2d", s1, l1, s2, l2, forward, p);
         Ok((out, Shape::from((p.n, p.o, p.oh, p.ow))))
     }
 
@@ -317,19 +327,7 @@ impl CustomOp2 for ConvInputGrad {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let p = &self.0;
-        let out = match (s1, s2) {
-            (CpuStorage::F32(dy), CpuStorage::F32(w)) => {
-                CpuStorage::F32(input_grad(p, slice(dy, l1)?, slice(w, l2)?))
-            }
-            (CpuStorage::F64(dy), CpuStorage::F64(w)) => {
-                CpuStorage::F64(input_grad(p, slice(dy, l1)?, slice(w, l2)?))
-            }
-            (a, b) => candle_core::bail!(
-                "conv2d backward: unsupported dtypes {:?}/{:?}",
-                a.dtype(),
-                b.dtype()
-            ),
-        };
+        let out = float_pair!("conv2d backward", s1, l1, s2, l2, input_grad, p);
         Ok((out, Shape::from((p.n, p.c, p.h, p.w))))
     }
 }
@@ -350,19 +348,7 @@ impl CustomOp2 for ConvWeightGrad {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let p = &self.0;
-        let out = match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(dy)) => {
-                CpuStorage::F32(weight_grad(p, slice(x, l1)?, slice(dy, l2)?))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(dy)) => {
-                CpuStorage::F64(weight_grad(p, slice(x, l1)?, slice(dy, l2)?))
-            }
-            (a, b) => candle_core::bail!(
-                "conv2d backward: unsupported dtypes {:?}/{:?}",
-                a.dtype(),
-                b.dtype()
-            ),
-        };
+        let out = float_pair!("conv2d backward", s1, l1, s2, l2, weight_grad, p);
         Ok((out, Shape::from((p.o, p.cg(), p.kh, p.kw))))
     }
 }
