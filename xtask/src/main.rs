@@ -5,11 +5,14 @@
 //!   with that venv. Small fixtures are committed; `--large` writes the big ones to
 //!   `tests/fixtures-large/` (never committed).
 //! - `test`: setup + large fixtures + the whole test suite with PyTorch round trips enabled.
+//! - `bench io`: .pth load/save against torch.load/torch.save on the same machine.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+
+mod bench;
 
 /// Pinned so that fixtures regenerate identically.
 const PY_PACKAGES: &[&str] = &[
@@ -29,6 +32,15 @@ fn main() -> Result<()> {
         "setup" => setup().map(|_| ()),
         "fixtures" => fixtures(rest),
         "test" => test(rest),
+        "bench" => match rest.first().map(String::as_str) {
+            Some("io") => {
+                let python = setup()?;
+                bench::io(&root(), &python, || {
+                    fixtures(&["--large".into(), "serialize".into()])
+                })
+            }
+            _ => bail!("usage: cargo xtask bench io"),
+        },
         "-h" | "--help" | "help" => {
             print_usage();
             Ok(())
@@ -46,7 +58,8 @@ fn print_usage() {
          commands:\n  \
          setup                     install PyTorch into ~/.cache/flambeau-venv (the test oracle)\n  \
          fixtures [--large] [NAME] regenerate fixtures with real PyTorch (xtask/fixtures/NAME.py)\n  \
-         test [CARGO TEST ARGS]    setup, large fixtures, then the whole test suite"
+         test [CARGO TEST ARGS]    setup, large fixtures, then the whole test suite\n  \
+         bench io                  .pth load/save speed and memory against PyTorch"
     );
 }
 

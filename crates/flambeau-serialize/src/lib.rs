@@ -23,6 +23,6 @@ mod storage;
 pub use error::{Error, Result};
 pub use find::{find_state_dict, state_dict_from_module, FoundStateDict};
 pub use load::{load, load_bytes, load_state_dict_file, LoadConfig};
-pub use save::{save, save_state_dict, to_bytes};
+pub use save::{save, save_state_dict, to_bytes, write_to};
 
 pub use flambeau_core::{Dict, DictKind, Object, StateDict, Value};

@@ -28,14 +28,15 @@ impl Default for LoadConfig {
 }
 
 /// Reads a `.pth`/`.pt`/`.bin` file written by `torch.save` (zip or legacy format).
-/// The file is memory-mapped; each storage is copied once, into its tensor.
+/// The archive's structure is memory-mapped; each storage is read once, straight into its
+/// tensor, so resident memory grows by the tensors alone.
 pub fn load(path: impl AsRef<Path>, config: &LoadConfig) -> Result<Value> {
     let path = path.as_ref();
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     // SAFETY: the map is read-only and dropped before this function returns; a file truncated
     // underneath us by another process is the documented hazard of mmap, as with torch.load(mmap=True).
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-    load_bytes(&map, config).map_err(|e| match e {
+    load_from(&map, Some(&file), config).map_err(|e| match e {
         Error::NotACheckpoint(m) => Error::NotACheckpoint(format!("{}: {m}", path.display())),
         other => other,
     })
@@ -43,8 +44,13 @@ pub fn load(path: impl AsRef<Path>, config: &LoadConfig) -> Result<Value> {
 
 /// [`load`] from bytes in memory.
 pub fn load_bytes(data: &[u8], config: &LoadConfig) -> Result<Value> {
+    load_from(data, None, config)
+}
+
+/// `data` is the whole file; storages of a zip archive are read from `file` when given.
+fn load_from(data: &[u8], file: Option<&std::fs::File>, config: &LoadConfig) -> Result<Value> {
     if data.starts_with(b"PK\x03\x04") {
-        return load_zip(data, config);
+        return load_zip(data, file, config);
     }
     if legacy::is_legacy(data) {
         return legacy::load(data, &config.device);
@@ -62,6 +68,7 @@ pub fn load_bytes(data: &[u8], config: &LoadConfig) -> Result<Value> {
 /// Storages of a zip archive, read on first use.
 struct ZipStorages<'a> {
     data: &'a [u8],
+    file: Option<&'a std::fs::File>,
     zip: &'a ZipArchive,
     prefix: String,
     big_endian: bool,
@@ -79,8 +86,17 @@ impl ZipStorages<'_> {
             .zip
             .find(&name)
             .ok_or_else(|| Error::MissingRecord(name.clone()))?;
-        let bytes = &self.data[entry.start..entry.start + entry.len];
-        let t = storage::tensor_from_bytes(bytes, st, self.big_endian)?.to_device(&self.device)?;
+        let t = match self.file {
+            Some(f) => {
+                storage::tensor_from_file(f, entry.start as u64, entry.len, st, self.big_endian)?
+            }
+            None => storage::tensor_from_bytes(
+                &self.data[entry.start..entry.start + entry.len],
+                st,
+                self.big_endian,
+            )?,
+        };
+        let t = t.to_device(&self.device)?;
         self.cache.insert((key.to_string(), st.dtype), t.clone());
         Ok(t)
     }
@@ -125,7 +141,7 @@ impl Resolver for ZipStorages<'_> {
     }
 }
 
-fn load_zip(data: &[u8], config: &LoadConfig) -> Result<Value> {
+fn load_zip(data: &[u8], file: Option<&std::fs::File>, config: &LoadConfig) -> Result<Value> {
     let zip = ZipArchive::new(data)?;
     let first = zip
         .entries()
@@ -147,6 +163,7 @@ fn load_zip(data: &[u8], config: &LoadConfig) -> Result<Value> {
         .is_some_and(|e| &data[e.start..e.start + e.len] == b"big");
     let mut storages = ZipStorages {
         data,
+        file,
         zip: &zip,
         prefix,
         big_endian,

@@ -131,6 +131,12 @@ pub fn to_bytes(value: &Value) -> Result<Vec<u8>> {
     write_archive(value, "archive", Vec::new())
 }
 
+/// Streams the archive into any writer (a socket, a buffer), without the atomic-rename
+/// and fsync of [`save`].
+pub fn write_to<W: Write>(value: &Value, out: W) -> Result<W> {
+    write_archive(value, "archive", out)
+}
+
 /// The archive folder PyTorch would use: the file name without its last extension.
 fn archive_name(path: &Path) -> String {
     let stem = path

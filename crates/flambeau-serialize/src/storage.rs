@@ -1,7 +1,10 @@
 //! Storage types: PyTorch's storage classes and dtypes ↔ candle dtypes, raw bytes → tensors,
 //! and views (offset, size, stride) over a storage.
 
-use candle_core::{DType, Device, Tensor};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+use candle_core::{DType, Device, Tensor, WithDType};
 
 use crate::{Error, Result};
 
@@ -189,6 +192,52 @@ pub fn tensor_from_bytes(bytes: &[u8], st: &StorageType, big_endian: bool) -> Re
             cpu,
         )?,
     })
+}
+
+/// Reads a storage of `len` bytes at `offset` of `file` straight into the new tensor's buffer:
+/// one copy out of the page cache, and none of the file mapped into this process (so resident
+/// memory grows by the tensors alone).
+pub fn tensor_from_file(
+    file: &File,
+    offset: u64,
+    len: usize,
+    st: &StorageType,
+    big_endian: bool,
+) -> Result<Tensor> {
+    fn read<T: WithDType>(file: &File, offset: u64, len: usize) -> Result<Tensor> {
+        let n = len / std::mem::size_of::<T>();
+        let mut v = vec![T::from_f64(0.0); n];
+        // SAFETY: the bytes of a Vec of plain numbers, written in place by the read below.
+        let bytes = unsafe {
+            std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, n * std::mem::size_of::<T>())
+        };
+        file.read_exact_at(bytes, offset)
+            .map_err(|e| Error::io("<storage record>", e))?;
+        Ok(Tensor::from_vec(v, n, &Device::Cpu)?)
+    }
+    if st.widen != Widen::None || big_endian {
+        let mut bytes = vec![0u8; len];
+        file.read_exact_at(&mut bytes, offset)
+            .map_err(|e| Error::io("<storage record>", e))?;
+        return tensor_from_bytes(&bytes, st, big_endian);
+    }
+    match st.candle {
+        DType::F32 => read::<f32>(file, offset, len),
+        DType::F64 => read::<f64>(file, offset, len),
+        DType::F16 => read::<half::f16>(file, offset, len),
+        DType::BF16 => read::<half::bf16>(file, offset, len),
+        DType::I64 => read::<i64>(file, offset, len),
+        DType::I32 => read::<i32>(file, offset, len),
+        DType::I16 => read::<i16>(file, offset, len),
+        DType::U32 => read::<u32>(file, offset, len),
+        DType::U8 => read::<u8>(file, offset, len),
+        _ => {
+            let mut bytes = vec![0u8; len];
+            file.read_exact_at(&mut bytes, offset)
+                .map_err(|e| Error::io("<storage record>", e))?;
+            tensor_from_bytes(&bytes, st, big_endian)
+        }
+    }
 }
 
 /// The largest number of elements a view may have per element of its storage: stride-0
