@@ -206,13 +206,16 @@ pub fn tensor_from_file(
 ) -> Result<Tensor> {
     fn read<T: WithDType>(file: &File, offset: u64, len: usize) -> Result<Tensor> {
         let n = len / std::mem::size_of::<T>();
-        let mut v = vec![T::from_f64(0.0); n];
-        // SAFETY: the bytes of a Vec of plain numbers, written in place by the read below.
-        let bytes = unsafe {
-            std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, n * std::mem::size_of::<T>())
-        };
-        file.read_exact_at(bytes, offset)
+        let bytes = n * std::mem::size_of::<T>();
+        // Uninitialised: zero-filling first would be a second pass over the whole storage.
+        let mut v: Vec<T> = Vec::with_capacity(n);
+        // SAFETY: `bytes` bytes of capacity viewed as a byte buffer for `read_exact_at`, which
+        // writes every one of them before `set_len`; on error the Vec is dropped with length 0.
+        let buf = unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, bytes) };
+        file.read_exact_at(buf, offset)
             .map_err(|e| Error::io("<storage record>", e))?;
+        // SAFETY: all `n` elements were just written, and every bit pattern is a valid number.
+        unsafe { v.set_len(n) };
         Ok(Tensor::from_vec(v, n, &Device::Cpu)?)
     }
     if st.widen != Widen::None || big_endian {
