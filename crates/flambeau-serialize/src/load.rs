@@ -161,6 +161,7 @@ fn load_zip(data: &[u8], file: Option<&std::fs::File>, config: &LoadConfig) -> R
     let big_endian = zip
         .find(&format!("{prefix}byteorder"))
         .is_some_and(|e| &data[e.start..e.start + e.len] == b"big");
+    let pickle = &data[pkl.start..pkl.start + pkl.len];
     let mut storages = ZipStorages {
         data,
         file,
@@ -170,8 +171,74 @@ fn load_zip(data: &[u8], file: Option<&std::fs::File>, config: &LoadConfig) -> R
         device: config.device.clone(),
         cache: HashMap::new(),
     };
-    let mut vm = Vm::new(&data[pkl.start..pkl.start + pkl.len], &mut storages);
+    if let Some(file) = file {
+        prefetch(pickle, file, &mut storages)?;
+    }
+    let mut vm = Vm::new(pickle, &mut storages);
     vm.run()
+}
+
+/// Records the storages a pickle names, without reading them (a dry run of the VM).
+#[derive(Default)]
+struct Scan {
+    typed: Vec<(String, &'static storage::StorageType)>,
+}
+
+impl Resolver for Scan {
+    fn persistent(&mut self, pid: &Value) -> Result<Option<Value>> {
+        let items = pid.as_seq().unwrap_or(&[]);
+        let key = match items.get(2) {
+            Some(Value::Str(s)) => s.clone(),
+            Some(Value::Int(i)) => i.to_string(),
+            _ => return Ok(None),
+        };
+        if let Some(Value::Object(o)) = items.get(1) {
+            if let Some(st) = storage::by_class(o.class.strip_prefix("torch.").unwrap_or(&o.class))
+            {
+                self.typed.push((key, st));
+            }
+        }
+        Ok(None)
+    }
+    fn typed(&mut self, _key: &str, _dtype: &str) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+}
+
+/// Reads every typed storage of the archive in parallel before the pickle runs: the dry run
+/// learns their dtypes, the reads fill the cache the real run takes them from.
+fn prefetch(pickle: &[u8], file: &std::fs::File, storages: &mut ZipStorages<'_>) -> Result<()> {
+    use rayon::prelude::*;
+    let mut scan = Scan::default();
+    // A pickle the dry run cannot follow is reported by the real run, with its context.
+    if Vm::new(pickle, &mut scan).run().is_err() {
+        return Ok(());
+    }
+    scan.typed.sort_by(|a, b| a.0.cmp(&b.0));
+    scan.typed.dedup_by(|a, b| a.0 == b.0);
+    let jobs: Vec<(String, &'static storage::StorageType, usize, usize)> = scan
+        .typed
+        .into_iter()
+        .filter_map(|(key, st)| {
+            let e = storages
+                .zip
+                .find(&format!("{}data/{key}", storages.prefix))?;
+            Some((key, st, e.start, e.len))
+        })
+        .collect();
+    let big_endian = storages.big_endian;
+    let tensors: Vec<(String, &'static str, Tensor)> = jobs
+        .into_par_iter()
+        .map(|(key, st, start, len)| {
+            let t = storage::tensor_from_file(file, start as u64, len, st, big_endian)?;
+            Ok((key, st.dtype, t))
+        })
+        .collect::<Result<_>>()?;
+    for (key, dtype, t) in tensors {
+        let t = t.to_device(&storages.device)?;
+        storages.cache.insert((key, dtype), t);
+    }
+    Ok(())
 }
 
 /// Loads a file and finds the model's state dict in it (see [`find_state_dict`](crate::find_state_dict)).
