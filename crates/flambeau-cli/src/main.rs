@@ -1,8 +1,12 @@
-//! `flambeau`: inspect and convert PyTorch checkpoints.
+//! `flambeau`: train and evaluate ResNets; inspect and convert PyTorch checkpoints.
 
 mod convert;
+mod data;
+mod eval;
 mod inspect;
+mod model;
 mod sanitize;
+mod train;
 
 use std::path::PathBuf;
 
@@ -22,6 +26,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train a torchvision ResNet with checkpoints that resume exactly and load in PyTorch.
+    Train(Box<train::Args>),
+    /// Accuracy of a checkpoint (flambeau's or PyTorch's) on a dataset.
+    Eval(eval::Args),
     /// Print the tree of a .pth / .safetensors file and what kind of file it looks like.
     Inspect {
         /// The file.
@@ -41,5 +49,7 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Inspect { file, json, stats } => inspect::run(&file, json, stats),
         Command::Convert(args) => convert::run(&args),
+        Command::Train(args) => train::run(&args),
+        Command::Eval(args) => eval::run(&args),
     }
 }

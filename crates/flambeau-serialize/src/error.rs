@@ -58,6 +58,9 @@ pub enum Error {
     /// No state dict in the file.
     #[error("{0}")]
     NoStateDict(String),
+    /// A training checkpoint that cannot be used.
+    #[error("{0}")]
+    Checkpoint(String),
     /// From safetensors.
     #[error("safetensors: {0}")]
     Safetensors(String),

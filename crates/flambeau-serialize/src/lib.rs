@@ -9,9 +9,12 @@
 //! - [`load_state_dict_file`] / [`find_state_dict`] dig the model's state dict out of the layouts
 //!   people use (bare, `state_dict`, `model_state_dict`, `model`, DataParallel, whole pickled
 //!   `nn.Module`).
+//! - [`Checkpoint`] / [`CheckpointManager`]: `<model, optimizer, scheduler, epoch, …>` training
+//!   checkpoints in the PyTorch tutorial's layout (other layouts read too), kept crash-safely.
 //! - [`safetensors`] reads and writes `.safetensors`.
 
 mod archive;
+pub mod checkpoint;
 mod error;
 mod find;
 mod load;
@@ -20,6 +23,7 @@ pub mod safetensors;
 mod save;
 mod storage;
 
+pub use checkpoint::{Checkpoint, CheckpointManager, Layout};
 pub use error::{Error, Result};
 pub use find::{find_state_dict, state_dict_from_module, FoundStateDict};
 pub use load::{load, load_bytes, load_state_dict_file, LoadConfig};

@@ -236,26 +236,31 @@ fn weight_grad<T: Float>(p: &ConvParams, x: &[T], dy: &[T]) -> Vec<T> {
         }
         return dw;
     }
-    // One accumulator per rayon worker, summed at the end.
-    (0..p.n)
+    // One accumulator per fixed range of images, summed in range order: the result does not
+    // depend on how rayon schedules the work, so training is reproducible bit for bit.
+    let chunks = rayon::current_num_threads().clamp(1, p.n.max(1));
+    let per_chunk = p.n.div_ceil(chunks).max(1);
+    let partials: Vec<Vec<T>> = (0..p.n)
+        .step_by(per_chunk)
+        .collect::<Vec<_>>()
         .into_par_iter()
-        .fold(
-            || (vec![T::zero(); size], vec![T::zero(); cols_len]),
-            |(mut dw, mut cols), img| {
+        .map(|start| {
+            let mut dw = vec![T::zero(); size];
+            let mut cols = vec![T::zero(); cols_len];
+            for img in start..(start + per_chunk).min(p.n) {
                 accumulate_weight_grad(p, img, x, dy, &mut dw, &mut cols, 1);
-                (dw, cols)
-            },
-        )
-        .map(|(dw, _)| dw)
-        .reduce(
-            || vec![T::zero(); size],
-            |mut a, b| {
-                for (x, y) in a.iter_mut().zip(b) {
-                    *x += y;
-                }
-                a
-            },
-        )
+            }
+            dw
+        })
+        .collect();
+    let mut partials = partials.into_iter();
+    let mut dw = partials.next().unwrap_or_else(|| vec![T::zero(); size]);
+    for part in partials {
+        for (x, y) in dw.iter_mut().zip(part) {
+            *x += y;
+        }
+    }
+    dw
 }
 
 /// Runs a kernel on two CPU storages of the same float type (f32 or f64).

@@ -1,0 +1,112 @@
+//! The command line of `flambeau train`.
+
+use std::path::PathBuf;
+
+use clap::ValueEnum;
+
+use crate::data::DataSpec;
+
+/// `--optimizer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OptimizerKind {
+    /// SGD with momentum 0.9 and Nesterov (torchvision's recipe).
+    Sgd,
+    /// AdamW (decoupled weight decay).
+    Adamw,
+}
+
+/// `--scheduler`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchedulerKind {
+    /// Constant learning rate.
+    None,
+    /// StepLR: multiply by `--gamma` every `--step-size` epochs.
+    Step,
+    /// MultiStepLR: multiply by `--gamma` at each of `--milestones` (epochs).
+    Multistep,
+    /// CosineAnnealingLR over the run's epochs.
+    Cosine,
+    /// OneCycleLR over the run's steps (stepped every batch; `--lr` is the peak).
+    Onecycle,
+}
+
+/// Train a torchvision ResNet, checkpointing to `--out` and resuming exactly.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Architecture. On --resume it is read from the checkpoint.
+    #[arg(long, value_parser = crate::model::ARCHS)]
+    pub arch: Option<String>,
+    /// Data: `synthetic` (built in, needs nothing), `cifar10:DIR` (binary version) or
+    /// `folder:DIR` (DIR/train/<class>/*.png and DIR/val/<class>/*.png).
+    #[arg(long, default_value = "synthetic")]
+    pub data: DataSpec,
+    /// Total epochs of the run (a resumed run continues up to this many).
+    #[arg(long, default_value_t = 3)]
+    pub epochs: u64,
+    /// Images per batch.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Learning rate [default: 0.05 for sgd, 0.001 for adamw].
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Optimizer [default: sgd]. On --resume it is read from the checkpoint.
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimizerKind>,
+    /// Weight decay [default: 5e-4 for sgd, 0.01 for adamw].
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Learning-rate schedule [default: cosine]. On --resume it is read from the checkpoint.
+    #[arg(long, value_enum)]
+    pub scheduler: Option<SchedulerKind>,
+    /// StepLR period in epochs [default: a third of --epochs].
+    #[arg(long)]
+    pub step_size: Option<i64>,
+    /// Decay factor of step and multistep.
+    #[arg(long, default_value_t = 0.1)]
+    pub gamma: f64,
+    /// MultiStepLR milestones (epochs), comma separated [default: half and three quarters].
+    #[arg(long, value_delimiter = ',')]
+    pub milestones: Vec<i64>,
+    /// Label smoothing of the cross-entropy loss.
+    #[arg(long, default_value_t = 0.0)]
+    pub label_smoothing: f64,
+    /// `cpu`, `cuda:0`, or `cuda:0,1` for data-parallel training.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Run directory: checkpoints (last.pth, best.pth, epoch-NNNN.pth), metrics.csv, metrics.png.
+    #[arg(long, default_value = "runs/train")]
+    pub out: PathBuf,
+    /// Continue a run: a checkpoint path (flambeau's or PyTorch's), or `auto` for OUT/last.pth
+    /// when it exists.
+    #[arg(long)]
+    pub resume: Option<String>,
+    /// Fine-tune from these weights (e.g. a torchvision .pth): every tensor whose name and shape
+    /// match is loaded; a classifier of another size is skipped and reported.
+    #[arg(long, conflicts_with = "resume")]
+    pub init_from: Option<PathBuf>,
+    /// Seed of the initial weights, the data order and the augmentation.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Synthetic training images (the default is about one minute of ResNet-18 on 2 CPU cores).
+    #[arg(long, default_value_t = 2048)]
+    pub train_size: usize,
+    /// Synthetic validation images.
+    #[arg(long, default_value_t = 512)]
+    pub val_size: usize,
+    /// Image side for folder data.
+    #[arg(long, default_value_t = 224)]
+    pub image_size: u32,
+    /// Epoch checkpoints to keep besides last.pth and best.pth.
+    #[arg(long, default_value_t = 3)]
+    pub keep: usize,
+    /// Also save last.pth every N optimizer steps (0: only at the end of each epoch).
+    #[arg(long, default_value_t = 0)]
+    pub save_every: u64,
+    /// Stop (with a checkpoint) once this many optimizer steps have been taken in total, e.g. to
+    /// fit a job's time limit; `--resume auto` continues exactly.
+    #[arg(long)]
+    pub max_steps: Option<u64>,
+    /// No progress bar (per-epoch lines only).
+    #[arg(long)]
+    pub quiet: bool,
+}

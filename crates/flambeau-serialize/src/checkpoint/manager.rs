@@ -1,0 +1,142 @@
+//! A run directory of checkpoints: `last.pth`, `best.pth` and the last K `epoch-NNNN.pth`.
+//!
+//! Every file appears atomically (written to a temporary name, fsynced, renamed), and `last.pth`
+//! / `best.pth` are hard links to the epoch file they stand for, so an epoch costs one write. A
+//! process killed at any instant leaves the previous `last.pth` or the new one, never a torn file.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::Checkpoint;
+use crate::{Error, Result};
+
+const LAST: &str = "last.pth";
+const BEST: &str = "best.pth";
+const EPOCH_PREFIX: &str = "epoch-";
+const EXTENSION: &str = ".pth";
+
+/// Keeps the checkpoints of one training run.
+#[derive(Debug, Clone)]
+pub struct CheckpointManager {
+    dir: PathBuf,
+    keep_last: usize,
+}
+
+impl CheckpointManager {
+    /// Manages `dir` (created if needed), keeping the last `keep_last` epoch files. Temporary
+    /// files left by a process killed mid-save are removed.
+    pub fn new(dir: impl Into<PathBuf>, keep_last: usize) -> Result<Self> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        for entry in fs::read_dir(&dir)
+            .map_err(|e| Error::io(&dir, e))?
+            .flatten()
+        {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') && name.contains(".pth.tmp-") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        Ok(Self { dir, keep_last })
+    }
+
+    /// The run directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `DIR/last.pth`: the newest checkpoint (end of an epoch, periodic or interrupted save).
+    pub fn last_path(&self) -> PathBuf {
+        self.dir.join(LAST)
+    }
+
+    /// `DIR/best.pth`: the checkpoint with the best validation metric.
+    pub fn best_path(&self) -> PathBuf {
+        self.dir.join(BEST)
+    }
+
+    /// `DIR/epoch-NNNN.pth` for the epoch of index `epoch` (named by its 1-based number).
+    pub fn epoch_path(&self, epoch: i64) -> PathBuf {
+        self.dir
+            .join(format!("{EPOCH_PREFIX}{:04}{EXTENSION}", epoch + 1))
+    }
+
+    /// `DIR/last.pth` if it exists (what `--resume auto` continues from).
+    pub fn latest(&self) -> Option<PathBuf> {
+        let p = self.last_path();
+        p.is_file().then_some(p)
+    }
+
+    /// Saves a checkpoint taken mid-epoch (periodic or interrupted) as `last.pth` only.
+    pub fn save_last(&self, ckpt: &Checkpoint) -> Result<()> {
+        ckpt.save(self.last_path())
+    }
+
+    /// Saves the checkpoint of a finished epoch: `epoch-NNNN.pth`, then `last.pth` (and
+    /// `best.pth` when `is_best`) pointing at it, then removes epoch files beyond the last K.
+    pub fn save_epoch(&self, ckpt: &Checkpoint, is_best: bool) -> Result<()> {
+        if self.keep_last == 0 {
+            self.save_last(ckpt)?;
+            if is_best {
+                replace_with_link(&self.last_path(), &self.best_path())?;
+            }
+            return Ok(());
+        }
+        let epoch_file = self.epoch_path(ckpt.epoch);
+        ckpt.save(&epoch_file)?;
+        replace_with_link(&epoch_file, &self.last_path())?;
+        if is_best {
+            replace_with_link(&epoch_file, &self.best_path())?;
+        }
+        self.prune()
+    }
+
+    /// The epoch files present, oldest first.
+    pub fn epoch_files(&self) -> Result<Vec<PathBuf>> {
+        let mut files: Vec<(u64, PathBuf)> = fs::read_dir(&self.dir)
+            .map_err(|e| Error::io(&self.dir, e))?
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let n = name
+                    .strip_prefix(EPOCH_PREFIX)?
+                    .strip_suffix(EXTENSION)?
+                    .parse()
+                    .ok()?;
+                Some((n, e.path()))
+            })
+            .collect();
+        files.sort();
+        Ok(files.into_iter().map(|(_, p)| p).collect())
+    }
+
+    fn prune(&self) -> Result<()> {
+        let files = self.epoch_files()?;
+        let excess = files.len().saturating_sub(self.keep_last);
+        for f in &files[..excess] {
+            fs::remove_file(f).map_err(|e| Error::io(f, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Makes `dst` the same file as `src`, atomically: a hard link under a temporary name renamed
+/// over `dst` (a copy where the filesystem has no hard links).
+fn replace_with_link(src: &Path, dst: &Path) -> Result<()> {
+    let dir = dst.parent().unwrap_or(Path::new("."));
+    let name = dst.file_name().and_then(|n| n.to_str()).unwrap_or("link");
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    if fs::hard_link(src, &tmp).is_err() {
+        fs::copy(src, &tmp).map_err(|e| Error::io(&tmp, e))?;
+        fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(&tmp, e))?;
+    }
+    fs::rename(&tmp, dst).map_err(|e| Error::io(dst, e))?;
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
