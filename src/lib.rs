@@ -9,5 +9,7 @@
 pub use flambeau_core as core;
 pub use flambeau_core::*;
 pub use flambeau_serialize as serialize;
-pub use flambeau_serialize::{load, load_state_dict_file, save, save_state_dict, LoadConfig};
+pub use flambeau_serialize::{
+    load, load_state_dict_file, save, save_state_dict, Checkpoint, CheckpointManager, LoadConfig,
+};
 pub use flambeau_vision as vision;

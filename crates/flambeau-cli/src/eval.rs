@@ -26,9 +26,9 @@ pub struct Args {
     /// Data: `synthetic`, `cifar10:DIR` or `folder:DIR` (its val split is used).
     #[arg(long, default_value = "synthetic")]
     pub data: DataSpec,
-    /// Synthetic validation images.
-    #[arg(long, default_value_t = 512)]
-    pub val_size: usize,
+    /// Synthetic validation images [default: the training run's --val-size, else 1024].
+    #[arg(long)]
+    pub val_size: Option<usize>,
     /// Seed of the synthetic images [default: the checkpoint's data seed, else 0].
     #[arg(long)]
     pub seed: Option<u64>,
@@ -105,7 +105,9 @@ pub fn run(args: &Args) -> Result<()> {
     let seed = args.seed.unwrap_or_else(|| data_seed(&ckpt).unwrap_or(0));
     let data = args.data.open(&DataOptions {
         train_size: 1,
-        val_size: args.val_size,
+        val_size: args
+            .val_size
+            .unwrap_or_else(|| trained_val_size(&ckpt).unwrap_or(1024)),
         image_size: args.image_size,
         seed,
     })?;
@@ -146,7 +148,10 @@ pub fn run(args: &Args) -> Result<()> {
         100.0 * e.accuracy,
         e.examples,
         e.loss,
-        data.description
+        match args.data {
+            DataSpec::Synthetic => "the synthetic validation shapes".to_string(),
+            _ => format!("the validation split of {}", data.description),
+        }
     );
     Ok(())
 }
@@ -185,4 +190,11 @@ pub fn data_seed(ckpt: &Checkpoint) -> Option<u64> {
         .get("seed")?
         .as_i64()
         .map(|s| s as u64)
+}
+
+/// The synthetic validation size a flambeau run used (its `args` entry), so that `eval` measures
+/// the same images the run's validation did.
+fn trained_val_size(ckpt: &Checkpoint) -> Option<usize> {
+    let n = ckpt.extra.get("args")?.get("val_size")?.as_i64()?;
+    usize::try_from(n).ok()
 }

@@ -46,7 +46,7 @@ pub struct Args {
     /// Images per batch.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
-    /// Learning rate [default: 0.05 for sgd, 0.001 for adamw].
+    /// Learning rate [default: 0.02 for sgd, 0.001 for adamw].
     #[arg(long)]
     pub lr: Option<f64>,
     /// Optimizer [default: sgd]. On --resume it is read from the checkpoint.
@@ -88,10 +88,10 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Synthetic training images (the default is about one minute of ResNet-18 on 2 CPU cores).
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = 8192)]
     pub train_size: usize,
     /// Synthetic validation images.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 1024)]
     pub val_size: usize,
     /// Image side for folder data.
     #[arg(long, default_value_t = 224)]

@@ -196,22 +196,11 @@ impl Run {
                 args,
             },
         };
-        println!(
-            "flambeau train: {} ({:.1} M parameters, {num_classes} classes) on {}; {:?} lr {}, {:?} schedule, batch {}, device {}; run directory {}",
-            run.s.arch,
-            run.s.vs.parameters().iter().map(|p| p.elem_count()).sum::<usize>() as f64 / 1e6,
-            data.description,
-            opt_kind,
-            run.s.opt.lr(0),
-            sched_kind,
-            run.s.args.batch_size,
-            run.s.args.device,
-            run.s.manager.dir().display()
-        );
-        match resumed {
+        let resumed_line = match resumed {
             Some((path, ckpt)) => {
-                run.resume_from(&path, &ckpt, &mut sched)?;
+                let line = run.resume_from(&path, &ckpt, &mut sched)?;
                 run.s.sched = sched;
+                Some(line)
             }
             None => {
                 run.s.sched = sched;
@@ -220,19 +209,36 @@ impl Run {
                     epoch: 0,
                     batch: 0,
                 });
+                None
             }
+        };
+        println!(
+            "flambeau train: {} ({:.1} M parameters, {num_classes} classes) on {}; {:?} lr {}, {:?} schedule, batch {}, device {}; run directory {}",
+            run.s.arch,
+            run.s.vs.parameters().iter().map(|p| p.elem_count()).sum::<usize>() as f64 / 1e6,
+            data.description,
+            opt_kind,
+            run.s.opt.lr(0), // the resumed optimizer's, when resuming
+            sched_kind,
+            run.s.args.batch_size,
+            run.s.args.device,
+            run.s.manager.dir().display()
+        );
+        if let Some(line) = resumed_line {
+            println!("{line}");
         }
         Ok(run)
     }
 
     /// Restores model, optimizer, scheduler, data position and history (as PyTorch does:
-    /// optimizer and scheduler are built first, then their states loaded).
+    /// optimizer and scheduler are built first, then their states loaded). Returns the line that
+    /// tells the user where the run continues.
     fn resume_from(
         &mut self,
         path: &std::path::Path,
         ckpt: &Checkpoint,
         sched: &mut Option<Box<dyn LrScheduler>>,
-    ) -> Result<()> {
+    ) -> Result<String> {
         let mut opts = LoadOptions::default();
         for rule in model::unwrap_rules(&ckpt.model) {
             opts = opts.rule(rule);
@@ -271,17 +277,7 @@ impl Run {
             .get("args")
             .and_then(|a| a.get("epochs"))
             .and_then(|e| e.as_i64());
-        if let Some(saved) = saved_epochs.filter(|e| *e != self.s.args.epochs as i64) {
-            if self.s.sched.is_some() || sched.is_some() {
-                println!(
-                    "note: the learning-rate schedule was built for {saved} epochs and continues as saved; --epochs {} only changes where training stops",
-                    self.s.args.epochs
-                );
-            }
-        }
-        self.train.set_state(position);
-        self.s.state = RunState::from_checkpoint(ckpt, position);
-        println!(
+        let mut line = format!(
             "resumed from {} ({}): epoch {} of {}, batch {}, step {}",
             path.display(),
             ckpt.layout.describe(),
@@ -290,7 +286,17 @@ impl Run {
             position.batch,
             ckpt.global_step
         );
-        Ok(())
+        if let Some(saved) = saved_epochs.filter(|e| *e != self.s.args.epochs as i64) {
+            if self.s.sched.is_some() || sched.is_some() {
+                line.push_str(&format!(
+                    "\nnote: the learning-rate schedule was built for {saved} epochs and continues as saved; --epochs {} only changes where training stops",
+                    self.s.args.epochs
+                ));
+            }
+        }
+        self.train.set_state(position);
+        self.s.state = RunState::from_checkpoint(ckpt, position);
+        Ok(line)
     }
 
     /// Trains the rest of the current epoch.

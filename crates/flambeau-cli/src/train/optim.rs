@@ -49,7 +49,7 @@ pub fn scheduler_kind_of(state: &Value) -> Result<SchedulerKind> {
 /// The learning rate when `--lr` is not given.
 pub fn default_lr(kind: OptimizerKind) -> f64 {
     match kind {
-        OptimizerKind::Sgd => 0.05,
+        OptimizerKind::Sgd => 0.02,
         OptimizerKind::Adamw => 1e-3,
     }
 }

@@ -7,7 +7,7 @@ import torchvision
 ckpt = torch.load(sys.argv[1])  # default settings (weights_only=True)
 model = torchvision.models.resnet18(num_classes=10)
 model.load_state_dict(ckpt["model_state_dict"])
-optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9, weight_decay=5e-4, nesterov=True)
 optimizer.load_state_dict(ckpt["optimizer_state_dict"])
 scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=ckpt["args"]["epochs"])
 scheduler.load_state_dict(ckpt["scheduler_state_dict"])
