@@ -2,7 +2,8 @@
 
 use candle_core::{DType, ModuleT, Tensor, Var, D};
 
-use crate::{Init, Result, VarBuilder};
+use crate::ops::batch_norm::Statistics;
+use crate::{ops, Init, Result, VarBuilder};
 
 /// Hyper-parameters of [`BatchNorm2d`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -154,6 +155,48 @@ impl BatchNorm2d {
     }
 }
 
+impl BatchNorm2d {
+    /// The CPU f32 path: one fused op (see [`ops::batch_norm`]).
+    fn forward_fused(
+        &self,
+        xs: &Tensor,
+        train: bool,
+        use_batch_stats: bool,
+    ) -> candle_core::Result<Tensor> {
+        let stats = match (&self.running, use_batch_stats) {
+            (Some(r), false) => Statistics::Running {
+                mean: to_f64s(r.mean.as_tensor())?,
+                var: to_f64s(r.var.as_tensor())?,
+            },
+            _ => Statistics::Batch,
+        };
+        let (weight, bias) = match (&self.weight, &self.bias) {
+            (Some(w), Some(b)) => (w.clone(), b.clone()),
+            _ => {
+                let ones = Tensor::ones(self.num_features, DType::F32, xs.device())?;
+                (ones.clone(), ones.zeros_like()?)
+            }
+        };
+        let (y, used) = ops::batch_norm::batch_norm(xs, &weight, &bias, stats, self.config.eps)?;
+        if let (true, true, Some(running)) = (train, use_batch_stats, &self.running) {
+            let dev = xs.device();
+            let as_tensor = |v: Vec<f64>| Tensor::from_vec(v, self.num_features, dev);
+            let (n, _, h, w) = xs.dims4()?;
+            self.update_running(
+                running,
+                &as_tensor(used.mean)?,
+                &as_tensor(used.var)?,
+                n * h * w,
+            )?;
+        }
+        Ok(y)
+    }
+}
+
+fn to_f64s(t: &Tensor) -> candle_core::Result<Vec<f64>> {
+    t.to_dtype(DType::F64)?.to_vec1()
+}
+
 /// `[C]` → `[1, C, 1, 1]` for broadcasting over `[N, C, H, W]`.
 fn per_channel(t: &Tensor) -> candle_core::Result<Tensor> {
     t.reshape((1, t.elem_count(), 1, 1))
@@ -163,6 +206,9 @@ impl ModuleT for BatchNorm2d {
     fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         self.check_input(xs)?;
         let use_batch_stats = train || self.running.is_none();
+        if ops::batch_norm::supported(xs) {
+            return self.forward_fused(xs, train, use_batch_stats);
+        }
         let (mean, var) = if use_batch_stats {
             let (n, c, h, w) = xs.dims4()?;
             // Statistics in f32 at least, so f16/bf16 models keep their precision.

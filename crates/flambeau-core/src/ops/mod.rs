@@ -1,5 +1,7 @@
-//! CPU kernels behind the layers: GEMM-based convolution with a full backward pass.
+//! CPU kernels behind the layers: GEMM-based convolution with a full backward pass, fused batch
+//! normalisation.
 
+pub mod batch_norm;
 pub mod conv2d;
 mod gemm;
 mod im2col;

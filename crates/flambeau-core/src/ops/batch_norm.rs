@@ -1,0 +1,290 @@
+//! Fused 2-D batch normalisation on the CPU (f32, `[N, C, H, W]`).
+//!
+//! Built from candle's broadcast ops, batch norm costs about ten passes over the activation in
+//! the forward and, through autograd, single-threaded strided reductions in the backward. Here
+//! the forward reads the input once for the statistics and once to normalise, and the backward
+//! reads `(x, dy)` once for the two channel sums and once to write `dx`. Work runs in parallel
+//! over `(image, channel)` planes; channel sums are combined in a fixed order, so results do not
+//! depend on the thread count's scheduling.
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Whether [`batch_norm`] takes the fused path for this input (CPU, f32); other inputs use the
+/// composed candle ops.
+pub fn supported(x: &Tensor) -> bool {
+    matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32 && x.rank() == 4
+}
+
+/// Which statistics normalise the batch.
+#[derive(Debug, Clone)]
+pub enum Statistics {
+    /// The batch's own (training, or no running statistics): computed here.
+    Batch,
+    /// Given per-channel mean and (biased) variance: the running statistics in eval mode.
+    Running {
+        /// Per-channel mean.
+        mean: Vec<f64>,
+        /// Per-channel variance.
+        var: Vec<f64>,
+    },
+}
+
+/// The per-channel statistics a forward pass used.
+#[derive(Debug, Clone, Default)]
+pub struct BatchStats {
+    /// Mean of each channel.
+    pub mean: Vec<f64>,
+    /// Biased variance of each channel (divided by `N·H·W`).
+    pub var: Vec<f64>,
+}
+
+/// `y = (x - mean) / sqrt(var + eps) * weight + bias` per channel, differentiable in `x`,
+/// `weight` and `bias`. Returns `y` and the statistics used (for the running averages).
+pub fn batch_norm(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    stats: Statistics,
+    eps: f64,
+) -> candle_core::Result<(Tensor, BatchStats)> {
+    let (n, c, h, w) = x.dims4()?;
+    let dims = Dims { n, c, hw: h * w };
+    let saved = Arc::new(Mutex::new(Saved::default()));
+    let op = BatchNormOp {
+        dims,
+        eps,
+        stats,
+        saved: saved.clone(),
+    };
+    let y = x.contiguous()?.apply_op3(
+        &weight.to_dtype(DType::F32)?.contiguous()?,
+        &bias.to_dtype(DType::F32)?.contiguous()?,
+        op,
+    )?;
+    let saved = saved.lock().expect("not poisoned");
+    Ok((y, saved.stats.clone()))
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    n: usize,
+    c: usize,
+    hw: usize,
+}
+
+impl Dims {
+    /// Elements per channel.
+    fn m(&self) -> usize {
+        self.n * self.hw
+    }
+}
+
+/// What the forward leaves for the backward.
+#[derive(Debug, Default)]
+struct Saved {
+    stats: BatchStats,
+    inv_std: Vec<f64>,
+}
+
+struct BatchNormOp {
+    dims: Dims,
+    eps: f64,
+    stats: Statistics,
+    saved: Arc<Mutex<Saved>>,
+}
+
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
+        _ => candle_core::bail!("batch_norm: {what} must be contiguous f32"),
+    }
+}
+
+/// Per-plane partial sums of `f(index within plane)`, combined per channel in plane order.
+fn channel_sums(
+    d: Dims,
+    plane_sums: impl Fn(usize) -> (f64, f64) + Sync + Send,
+) -> (Vec<f64>, Vec<f64>) {
+    let partial: Vec<(f64, f64)> = (0..d.n * d.c).into_par_iter().map(plane_sums).collect();
+    let (mut a, mut b) = (vec![0.0; d.c], vec![0.0; d.c]);
+    for (i, (pa, pb)) in partial.into_iter().enumerate() {
+        a[i % d.c] += pa;
+        b[i % d.c] += pb;
+    }
+    (a, b)
+}
+
+/// Batch mean and biased variance per channel (sums in f64: one pass, no cancellation trouble
+/// for f32 inputs).
+fn batch_statistics(d: Dims, x: &[f32]) -> BatchStats {
+    let (sum, sum_sq) = channel_sums(d, |i| {
+        let plane = &x[i * d.hw..(i + 1) * d.hw];
+        plane.iter().fold((0.0, 0.0), |(s, q), &v| {
+            let v = v as f64;
+            (s + v, q + v * v)
+        })
+    });
+    let m = d.m() as f64;
+    let mean: Vec<f64> = sum.iter().map(|s| s / m).collect();
+    let var = sum_sq
+        .iter()
+        .zip(&mean)
+        .map(|(q, mu)| (q / m - mu * mu).max(0.0))
+        .collect();
+    BatchStats { mean, var }
+}
+
+impl CustomOp3 for BatchNormOp {
+    fn name(&self) -> &'static str {
+        "flambeau-batch-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let d = self.dims;
+        let x = f32_slice(s1, l1, "input")?;
+        let gamma = f32_slice(s2, l2, "weight")?;
+        let beta = f32_slice(s3, l3, "bias")?;
+        if gamma.len() != d.c || beta.len() != d.c {
+            candle_core::bail!("batch_norm: weight and bias must have {} elements", d.c)
+        }
+        let stats = match &self.stats {
+            Statistics::Batch => batch_statistics(d, x),
+            Statistics::Running { mean, var } => BatchStats {
+                mean: mean.clone(),
+                var: var.clone(),
+            },
+        };
+        let inv_std: Vec<f64> = stats
+            .var
+            .iter()
+            .map(|v| 1.0 / (v + self.eps).sqrt())
+            .collect();
+        // y = x * scale + shift, per channel.
+        let scale: Vec<f32> = (0..d.c)
+            .map(|c| (gamma[c] as f64 * inv_std[c]) as f32)
+            .collect();
+        let shift: Vec<f32> = (0..d.c)
+            .map(|c| (beta[c] as f64 - stats.mean[c] * gamma[c] as f64 * inv_std[c]) as f32)
+            .collect();
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(d.hw.max(1))
+            .zip(x.par_chunks(d.hw.max(1)))
+            .enumerate()
+            .for_each(|(i, (yp, xp))| {
+                let (a, b) = (scale[i % d.c], shift[i % d.c]);
+                for (o, &v) in yp.iter_mut().zip(xp) {
+                    *o = v * a + b;
+                }
+            });
+        *self.saved.lock().expect("not poisoned") = Saved { stats, inv_std };
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _bias: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let saved = self.saved.lock().expect("not poisoned");
+        let sums = Arc::new(Mutex::new((Vec::new(), Vec::new())));
+        let op = BatchNormBackward {
+            dims: self.dims,
+            mean: saved.stats.mean.clone(),
+            inv_std: saved.inv_std.clone(),
+            gamma: weight.to_dtype(DType::F32)?.to_vec1()?,
+            batch_stats: matches!(self.stats, Statistics::Batch),
+            sums: sums.clone(),
+        };
+        let dx = x.apply_op2_no_bwd(&grad.to_dtype(DType::F32)?.contiguous()?, &op)?;
+        let (dgamma, dbeta) = sums.lock().expect("not poisoned").clone();
+        let to_tensor = |v: Vec<f64>| -> candle_core::Result<Tensor> {
+            let v: Vec<f32> = v.into_iter().map(|x| x as f32).collect();
+            Tensor::from_vec(v, self.dims.c, x.device())?.to_dtype(weight.dtype())
+        };
+        Ok((Some(dx), Some(to_tensor(dgamma)?), Some(to_tensor(dbeta)?)))
+    }
+}
+
+/// `(x, dy) → dx`; leaves `(dweight, dbias)` in `sums`.
+struct BatchNormBackward {
+    dims: Dims,
+    mean: Vec<f64>,
+    inv_std: Vec<f64>,
+    gamma: Vec<f32>,
+    /// Whether the statistics came from the batch (then they depend on `x` too).
+    batch_stats: bool,
+    sums: Arc<Mutex<(Vec<f64>, Vec<f64>)>>,
+}
+
+impl CustomOp2 for BatchNormBackward {
+    fn name(&self) -> &'static str {
+        "flambeau-batch-norm-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let d = self.dims;
+        let hw = d.hw.max(1);
+        let x = f32_slice(s1, l1, "input")?;
+        let dy = f32_slice(s2, l2, "gradient")?;
+        // Σ dy and Σ dy·(x - mean) per channel.
+        let (sum_dy, sum_dy_xmu) = channel_sums(d, |i| {
+            let mu = self.mean[i % d.c];
+            let (xp, gp) = (&x[i * d.hw..(i + 1) * d.hw], &dy[i * d.hw..(i + 1) * d.hw]);
+            xp.iter().zip(gp).fold((0.0, 0.0), |(s, t), (&xv, &g)| {
+                let g = g as f64;
+                (s + g, t + g * (xv as f64 - mu))
+            })
+        });
+        let m = d.m() as f64;
+        let c = d.c;
+        // dx = k·dy - a - b·(x - mean) with per-channel k, a, b (PyTorch's form; the
+        // batch-statistics terms a and b only when the statistics came from the batch).
+        let mut k = vec![0f32; c];
+        let mut a = vec![0f32; c];
+        let mut b = vec![0f32; c];
+        let mu: Vec<f32> = self.mean.iter().map(|&v| v as f32).collect();
+        for ch in 0..c {
+            let scale = self.gamma[ch] as f64 * self.inv_std[ch];
+            k[ch] = scale as f32;
+            if self.batch_stats {
+                let proj = sum_dy_xmu[ch] / m * self.inv_std[ch] * self.inv_std[ch];
+                b[ch] = (scale * proj) as f32;
+                a[ch] = (scale * sum_dy[ch] / m) as f32;
+            }
+        }
+        let mut dx = vec![0f32; x.len()];
+        dx.par_chunks_mut(hw)
+            .zip(x.par_chunks(hw).zip(dy.par_chunks(hw)))
+            .enumerate()
+            .for_each(|(i, (dxp, (xp, gp)))| {
+                let ch = i % c;
+                let (k, a, b, mu) = (k[ch], a[ch], b[ch], mu[ch]);
+                for ((o, &xv), &g) in dxp.iter_mut().zip(xp).zip(gp) {
+                    *o = k * g - a - b * (xv - mu);
+                }
+            });
+        let dgamma = (0..c).map(|ch| sum_dy_xmu[ch] * self.inv_std[ch]).collect();
+        *self.sums.lock().expect("not poisoned") = (dgamma, sum_dy);
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
