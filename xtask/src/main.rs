@@ -64,7 +64,11 @@ fn print_usage() {
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // Read at run time: `cargo run` sets it for this checkout, while the compile-time value may
+    // name another clone that shares the target directory (cargo reuses the binary).
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest_dir
         .parent()
         .expect("xtask is inside the workspace")
         .to_path_buf()

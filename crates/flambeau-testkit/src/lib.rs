@@ -15,12 +15,19 @@ use std::process::Command;
 
 use candle_core::{DType, Device, Tensor};
 
-/// The workspace root (two levels above this crate).
+/// The workspace root: the nearest directory above the tested crate whose Cargo.toml declares
+/// `[workspace]`. Found at run time from `CARGO_MANIFEST_DIR`, which `cargo test` sets to the
+/// tested crate in *this* checkout (the compile-time value may name another clone that shares
+/// the target directory).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    crate_dir
         .ancestors()
-        .nth(2)
-        .expect("testkit lives in crates/flambeau-testkit")
+        .find(|d| {
+            std::fs::read_to_string(d.join("Cargo.toml")).is_ok_and(|t| t.contains("[workspace]"))
+        })
+        .unwrap_or(&crate_dir)
         .to_path_buf()
 }
 

@@ -9,6 +9,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::conv2d_batched;
 use super::gemm::{matmul, Float, MatRef};
 use super::im2col::{col2im, im2col};
 
@@ -157,6 +158,9 @@ fn for_each_image<T: Float>(
 }
 
 fn forward<T: Float>(p: &ConvParams, x: &[T], w: &[T]) -> Vec<T> {
+    if conv2d_batched::preferred(p) {
+        return conv2d_batched::forward(p, x, w);
+    }
     let (cg, og, kg, l) = (p.cg(), p.og(), p.kg(), p.l());
     let mut out = vec![T::zero(); p.n * p.o * l];
     for_each_image(p, &mut out, p.o * l, |img, y, threads| {
@@ -170,7 +174,7 @@ fn forward<T: Float>(p: &ConvParams, x: &[T], w: &[T]) -> Vec<T> {
             let b = if p.pointwise() {
                 MatRef::new(xg, kg, l)
             } else {
-                im2col(xg, cg, p, &mut cols);
+                im2col(xg, cg, p, &mut cols, l);
                 MatRef::new(&cols, kg, l)
             };
             let a = MatRef::new(&w[g * og * kg..(g + 1) * og * kg], og, kg);
@@ -181,6 +185,9 @@ fn forward<T: Float>(p: &ConvParams, x: &[T], w: &[T]) -> Vec<T> {
 }
 
 fn input_grad<T: Float>(p: &ConvParams, dy: &[T], w: &[T]) -> Vec<T> {
+    if conv2d_batched::preferred(p) {
+        return conv2d_batched::input_grad(p, dy, w);
+    }
     let (cg, og, kg, l) = (p.cg(), p.og(), p.kg(), p.l());
     let mut dx = vec![T::zero(); p.n * p.c * p.h * p.w];
     for_each_image(p, &mut dx, p.c * p.h * p.w, |img, dxi, threads| {
@@ -193,7 +200,7 @@ fn input_grad<T: Float>(p: &ConvParams, dy: &[T], w: &[T]) -> Vec<T> {
                 matmul(dxg, a, b, false, threads);
             } else {
                 matmul(&mut dcols, a, b, false, threads);
-                col2im(&dcols, cg, p, dxg);
+                col2im(&dcols, cg, p, dxg, l);
             }
         }
     });
@@ -216,7 +223,7 @@ fn accumulate_weight_grad<T: Float>(
         let b = if p.pointwise() {
             MatRef::new(xg, kg, l).t()
         } else {
-            im2col(xg, cg, p, cols);
+            im2col(xg, cg, p, cols, l);
             MatRef::new(cols, kg, l).t()
         };
         let a = MatRef::new(&dy[(img * p.o + g * og) * l..][..og * l], og, l);
@@ -225,6 +232,9 @@ fn accumulate_weight_grad<T: Float>(
 }
 
 fn weight_grad<T: Float>(p: &ConvParams, x: &[T], dy: &[T]) -> Vec<T> {
+    if conv2d_batched::preferred(p) {
+        return conv2d_batched::weight_grad(p, x, dy);
+    }
     let size = p.o * p.kg();
     let cols_len = if p.pointwise() { 0 } else { p.kg() * p.l() };
     let threads = p.gemm_threads();

@@ -1,13 +1,14 @@
 //! im2col / col2im for one image and one channel group.
 //!
-//! `cols` is `[C·kh·kw, oh·ow]` row-major: row `(c, ky, kx)` holds, for every output position,
-//! the input pixel that kernel tap sees (zero in the padding).
+//! `cols` is `[C·kh·kw, oh·ow]` row-major with row stride `ld` (`oh·ow` for one image; the
+//! batched convolution puts all images side by side, `ld = N·oh·ow`): row `(c, ky, kx)` holds,
+//! for every output position, the input pixel that kernel tap sees (zero in the padding).
 
 use super::conv2d::ConvParams;
 use super::gemm::Float;
 
 /// Fills `cols` from `x` (`[C, H, W]` contiguous).
-pub fn im2col<T: Float>(x: &[T], channels: usize, p: &ConvParams, cols: &mut [T]) {
+pub fn im2col<T: Float>(x: &[T], channels: usize, p: &ConvParams, cols: &mut [T], ld: usize) {
     let (h, w, oh, ow) = (p.h, p.w, p.oh, p.ow);
     let l = oh * ow;
     for c in 0..channels {
@@ -15,7 +16,7 @@ pub fn im2col<T: Float>(x: &[T], channels: usize, p: &ConvParams, cols: &mut [T]
         for ky in 0..p.kh {
             for kx in 0..p.kw {
                 let row = (c * p.kh + ky) * p.kw + kx;
-                let dst = &mut cols[row * l..(row + 1) * l];
+                let dst = &mut cols[row * ld..row * ld + l];
                 for oy in 0..oh {
                     let iy = (oy * p.stride + ky * p.dilation) as isize - p.padding as isize;
                     let out_row = &mut dst[oy * ow..(oy + 1) * ow];
@@ -39,7 +40,7 @@ pub fn im2col<T: Float>(x: &[T], channels: usize, p: &ConvParams, cols: &mut [T]
 }
 
 /// Adds `cols` back into `dx` (`[C, H, W]` contiguous): the adjoint of [`im2col`].
-pub fn col2im<T: Float>(cols: &[T], channels: usize, p: &ConvParams, dx: &mut [T]) {
+pub fn col2im<T: Float>(cols: &[T], channels: usize, p: &ConvParams, dx: &mut [T], ld: usize) {
     let (h, w, oh, ow) = (p.h, p.w, p.oh, p.ow);
     let l = oh * ow;
     for c in 0..channels {
@@ -47,7 +48,7 @@ pub fn col2im<T: Float>(cols: &[T], channels: usize, p: &ConvParams, dx: &mut [T
         for ky in 0..p.kh {
             for kx in 0..p.kw {
                 let row = (c * p.kh + ky) * p.kw + kx;
-                let src = &cols[row * l..(row + 1) * l];
+                let src = &cols[row * ld..row * ld + l];
                 for oy in 0..oh {
                     let iy = (oy * p.stride + ky * p.dilation) as isize - p.padding as isize;
                     if iy < 0 || iy >= h as isize {

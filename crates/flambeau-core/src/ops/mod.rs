@@ -3,6 +3,7 @@
 
 pub mod batch_norm;
 pub mod conv2d;
+mod conv2d_batched;
 mod gemm;
 mod im2col;
 

@@ -1,0 +1,117 @@
+//! Convolution over the whole batch as one GEMM, for small feature maps.
+//!
+//! With few output positions per image (ResNet's late stages: 4×4, 2×2, 1×1 on 32×32 inputs)
+//! a GEMM per image degenerates into a matrix-vector product that streams the whole weight
+//! matrix once per image. Here the im2col matrices of all images sit side by side
+//! (`[K, N·L]`), so each pass multiplies the weights once: forward `Y = W·cols`, input gradient
+//! `dcols = Wᵀ·dY`, weight gradient `dW = dY·colsᵀ` (a single reduction over `N·L`, in a
+//! fixed order). Only for `groups == 1`; the per-image path handles the rest.
+
+use rayon::prelude::*;
+
+use super::conv2d::ConvParams;
+use super::gemm::{matmul, Float, MatRef};
+use super::im2col::{col2im, im2col};
+
+/// Whether the batched path is the faster one for this convolution.
+pub fn preferred(p: &ConvParams) -> bool {
+    p.groups == 1 && p.oh * p.ow <= 256 && p.n > 1
+}
+
+fn threads() -> usize {
+    rayon::current_num_threads()
+}
+
+/// `[K, N·L]`: every image's im2col matrix, side by side (for a pointwise convolution, the
+/// input itself regrouped by channel).
+fn batched_cols<T: Float>(p: &ConvParams, x: &[T]) -> Vec<T> {
+    let (l, nl, hw) = (p.oh * p.ow, p.n * p.oh * p.ow, p.h * p.w);
+    let taps = p.kh * p.kw;
+    let mut cols = vec![T::zero(); p.c * taps * nl];
+    cols.par_chunks_mut(taps * nl)
+        .enumerate()
+        .for_each(|(c, rows)| {
+            for img in 0..p.n {
+                let plane = &x[(img * p.c + c) * hw..][..hw];
+                im2col(plane, 1, p, &mut rows[img * l..], nl);
+            }
+        });
+    cols
+}
+
+/// `[O, N·L]` → `[N, O, L]`.
+fn scatter_to_images<T: Float>(p: &ConvParams, batched: &[T]) -> Vec<T> {
+    let (l, nl) = (p.oh * p.ow, p.n * p.oh * p.ow);
+    let mut out = vec![T::zero(); p.n * p.o * l];
+    out.par_chunks_mut(p.o * l)
+        .enumerate()
+        .for_each(|(img, y)| {
+            for (o, row) in y.chunks_mut(l).enumerate() {
+                row.copy_from_slice(&batched[o * nl + img * l..][..l]);
+            }
+        });
+    out
+}
+
+/// `[N, O, L]` → `[O, N·L]`.
+fn gather_from_images<T: Float>(p: &ConvParams, dy: &[T]) -> Vec<T> {
+    let (l, nl) = (p.oh * p.ow, p.n * p.oh * p.ow);
+    let mut out = vec![T::zero(); p.o * nl];
+    out.par_chunks_mut(nl).enumerate().for_each(|(o, row)| {
+        for (img, dst) in row.chunks_mut(l).enumerate() {
+            dst.copy_from_slice(&dy[(img * p.o + o) * l..][..l]);
+        }
+    });
+    out
+}
+
+/// The convolution's output `[N, O, oh, ow]`.
+pub fn forward<T: Float>(p: &ConvParams, x: &[T], w: &[T]) -> Vec<T> {
+    let (k, nl) = (p.c * p.kh * p.kw, p.n * p.oh * p.ow);
+    let cols = batched_cols(p, x);
+    let mut y = vec![T::zero(); p.o * nl];
+    matmul(
+        &mut y,
+        MatRef::new(w, p.o, k),
+        MatRef::new(&cols, k, nl),
+        false,
+        threads(),
+    );
+    scatter_to_images(p, &y)
+}
+
+/// The gradient of the input `[N, C, H, W]`.
+pub fn input_grad<T: Float>(p: &ConvParams, dy: &[T], w: &[T]) -> Vec<T> {
+    let (k, l, nl) = (p.c * p.kh * p.kw, p.oh * p.ow, p.n * p.oh * p.ow);
+    let dy = gather_from_images(p, dy);
+    let mut dcols = vec![T::zero(); k * nl];
+    matmul(
+        &mut dcols,
+        MatRef::new(w, p.o, k).t(),
+        MatRef::new(&dy, p.o, nl),
+        false,
+        threads(),
+    );
+    let chw = p.c * p.h * p.w;
+    let mut dx = vec![T::zero(); p.n * chw];
+    dx.par_chunks_mut(chw).enumerate().for_each(|(img, dxi)| {
+        col2im(&dcols[img * l..], p.c, p, dxi, nl);
+    });
+    dx
+}
+
+/// The gradient of the weight `[O, C, kh, kw]`.
+pub fn weight_grad<T: Float>(p: &ConvParams, x: &[T], dy: &[T]) -> Vec<T> {
+    let (k, nl) = (p.c * p.kh * p.kw, p.n * p.oh * p.ow);
+    let cols = batched_cols(p, x);
+    let dy = gather_from_images(p, dy);
+    let mut dw = vec![T::zero(); p.o * k];
+    matmul(
+        &mut dw,
+        MatRef::new(&dy, p.o, nl),
+        MatRef::new(&cols, k, nl).t(),
+        false,
+        threads(),
+    );
+    dw
+}
