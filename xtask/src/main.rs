@@ -7,7 +7,7 @@
 //! - `test`: setup + large fixtures + the whole test suite with PyTorch round trips enabled.
 //! - `bench io`: .pth load/save against torch.load/torch.save on the same machine.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
