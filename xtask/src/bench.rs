@@ -7,7 +7,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-fn json_line(out: &[u8]) -> Result<Value> {
+pub fn json_line(out: &[u8]) -> Result<Value> {
     let text = String::from_utf8_lossy(out);
     let line = text
         .lines()
@@ -17,19 +17,35 @@ fn json_line(out: &[u8]) -> Result<Value> {
     Ok(serde_json::from_str(line)?)
 }
 
-/// Warns when something else is using the CPU (timings would be unreliable).
-fn check_quiet() {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    if let Ok(l) = std::fs::read_to_string("/proc/loadavg") {
-        let load: f64 = l
-            .split_whitespace()
-            .next()
-            .and_then(|x| x.parse().ok())
-            .unwrap_or(0.0);
-        if load > 0.5 * cores {
-            eprintln!("WARNING: load average {load:.1} on {cores} cores: another process is using the CPU, timings will be noisy");
-        }
+/// `(busy, total)` CPU time over all cores since boot, from `/proc/stat`.
+fn cpu_times() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = fields.iter().sum();
+    let idle = fields.get(3)? + fields.get(4).unwrap_or(&0); // idle + iowait
+    Some((total - idle, total))
+}
+
+/// Warns when something else is using the CPU (timings would be unreliable): samples how busy
+/// the cores are over one second while this process sleeps. Returns the busy fraction.
+pub fn check_quiet() -> Option<f64> {
+    let (b0, t0) = cpu_times()?;
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let (b1, t1) = cpu_times()?;
+    let busy = (b1 - b0) as f64 / (t1 - t0).max(1) as f64;
+    if busy > 0.2 {
+        eprintln!(
+            "WARNING: the CPU is {:.0}% busy with other work: timings will be noisy",
+            100.0 * busy
+        );
     }
+    Some(busy)
 }
 
 pub fn io(root: &Path, python: &Path, fixtures: impl Fn() -> Result<()>) -> Result<()> {

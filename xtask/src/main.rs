@@ -6,6 +6,7 @@
 //!   `tests/fixtures-large/` (never committed).
 //! - `test`: setup + large fixtures + the whole test suite with PyTorch round trips enabled.
 //! - `bench io`: .pth load/save against torch.load/torch.save on the same machine.
+//! - `bench train`: ResNet training / eval throughput against PyTorch and plain candle.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -13,6 +14,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 mod bench;
+mod bench_train;
 
 /// Pinned so that fixtures regenerate identically.
 const PY_PACKAGES: &[&str] = &[
@@ -39,7 +41,8 @@ fn main() -> Result<()> {
                     fixtures(&["--large".into(), "serialize".into()])
                 })
             }
-            _ => bail!("usage: cargo xtask bench io"),
+            Some("train") => bench_train::train(&root(), &venv_dir()?.join("bin/python")),
+            _ => bail!("usage: cargo xtask bench io|train"),
         },
         "-h" | "--help" | "help" => {
             print_usage();
@@ -59,7 +62,8 @@ fn print_usage() {
          setup                     install PyTorch into ~/.cache/flambeau-venv (the test oracle)\n  \
          fixtures [--large] [NAME] regenerate fixtures with real PyTorch (xtask/fixtures/NAME.py)\n  \
          test [CARGO TEST ARGS]    setup, large fixtures, then the whole test suite\n  \
-         bench io                  .pth load/save speed and memory against PyTorch"
+         bench io                  .pth load/save speed and memory against PyTorch\n  \
+         bench train               ResNet train/eval img/s against PyTorch and plain candle"
     );
 }
 

@@ -1,0 +1,174 @@
+//! `cargo xtask bench train`: ResNet training and eval throughput of flambeau, PyTorch (when
+//! installed) and plain candle on the same workloads, one after the other, same thread count.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::bench::{check_quiet, json_line};
+
+/// One workload: what the three programs are asked to run.
+struct Workload {
+    title: &'static str,
+    arch: &'static str,
+    mode: &'static str,
+    batch: usize,
+    size: usize,
+    steps: usize,
+}
+
+const WORKLOADS: [Workload; 3] = [
+    Workload {
+        title: "ResNet-18 train, batch 32, 3x32x32",
+        arch: "resnet18",
+        mode: "train",
+        batch: 32,
+        size: 32,
+        steps: 20,
+    },
+    Workload {
+        title: "ResNet-50 train, batch 32, 3x32x32",
+        arch: "resnet50",
+        mode: "train",
+        batch: 32,
+        size: 32,
+        steps: 10,
+    },
+    Workload {
+        title: "ResNet-18 eval, batch 8, 3x224x224",
+        arch: "resnet18",
+        mode: "eval",
+        batch: 8,
+        size: 224,
+        steps: 10,
+    },
+];
+
+fn build_examples(root: &Path) -> Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .current_dir(root)
+        .args(["build", "--release", "-q", "-p", "flambeau-vision"])
+        .args([
+            "--example",
+            "bench_train",
+            "--example",
+            "bench_train_candle",
+        ])
+        .status()?;
+    if !status.success() {
+        bail!("building the bench_train examples failed");
+    }
+    let target = std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), Into::into);
+    Ok(target.join("release/examples"))
+}
+
+fn run_json(mut cmd: Command, who: &str) -> Result<Value> {
+    let out = cmd.output().with_context(|| format!("starting {who}"))?;
+    if !out.status.success() {
+        bail!("{who} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    json_line(&out.stdout).with_context(|| format!("reading {who}'s result"))
+}
+
+/// A Python that imports torch: the xtask venv, else `python3`; `None` when neither has it.
+fn torch_python(venv_python: &Path) -> Option<PathBuf> {
+    [venv_python.to_path_buf(), PathBuf::from("python3")]
+        .into_iter()
+        .find(|p| {
+            Command::new(p)
+                .args(["-c", "import torch, torchvision"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+}
+
+fn img_s(v: &Value) -> f64 {
+    v["img_s"].as_f64().unwrap_or(f64::NAN)
+}
+
+pub fn train(root: &Path, venv_python: &Path) -> Result<()> {
+    let examples = build_examples(root)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let python = torch_python(venv_python);
+    if python.is_none() {
+        eprintln!(
+            "NOTE: PyTorch is not installed (run `cargo xtask setup`): its column stays empty"
+        );
+    }
+    check_quiet();
+    println!(
+        "{threads} threads; img/s, median of several steps after {} warm-up steps\n",
+        3
+    );
+    println!(
+        "{:<36} {:>9} {:>9} {:>9} {:>10} {:>10}",
+        "workload", "flambeau", "PyTorch", "candle", "vs PyTorch", "vs candle"
+    );
+    let mut phases = Vec::new();
+    for w in &WORKLOADS {
+        let args = [
+            w.arch.to_string(),
+            w.mode.to_string(),
+            w.batch.to_string(),
+            w.size.to_string(),
+            w.steps.to_string(),
+        ];
+        let mut ours = Command::new(examples.join("bench_train"));
+        ours.args(&args)
+            .env("RAYON_NUM_THREADS", threads.to_string());
+        let ours = run_json(ours, "flambeau")?;
+        let mut candle = Command::new(examples.join("bench_train_candle"));
+        candle
+            .args(&args)
+            .env("RAYON_NUM_THREADS", threads.to_string());
+        let candle = run_json(candle, "plain candle")?;
+        let torch = match &python {
+            Some(py) => {
+                let mut c = Command::new(py);
+                c.arg(root.join("xtask/bench/train_torch.py"))
+                    .args(&args)
+                    .arg(threads.to_string());
+                Some(run_json(c, "PyTorch")?)
+            }
+            None => None,
+        };
+        let (a, c) = (img_s(&ours), img_s(&candle));
+        let t = torch.as_ref().map_or(f64::NAN, img_s);
+        println!(
+            "{:<36} {a:>9.1} {t:>9.1} {c:>9.1} {:>9.2}x {:>9.2}x",
+            w.title,
+            a / t,
+            a / c
+        );
+        if w.mode == "train" {
+            let ms = |k: &str| 1e3 * ours[k].as_f64().unwrap_or(f64::NAN);
+            phases.push(format!(
+                "  {}: forward {:.0} ms, backward {:.0} ms, optimizer {:.0} ms",
+                w.title,
+                ms("forward_s"),
+                ms("backward_s"),
+                ms("update_s")
+            ));
+        }
+    }
+    // The data loader must keep up: the same ResNet-18 step fed by the synthetic loader.
+    let w = &WORKLOADS[0];
+    let mut fed = Command::new(examples.join("bench_train"));
+    fed.args([w.arch, w.mode, "32", "32", "20", "loader"])
+        .env("RAYON_NUM_THREADS", threads.to_string());
+    let fed = run_json(fed, "flambeau with the loader")?;
+    println!(
+        "{:<36} {:>9.1}   (in-memory batch: see the first row)",
+        "  same, batches from the DataLoader",
+        img_s(&fed)
+    );
+    println!("\nflambeau step breakdown:");
+    for p in phases {
+        println!("{p}");
+    }
+    println!("\nplain candle: 2x2/2 stem max-pool in training (no backward for 3x3/2), SGD without momentum");
+    Ok(())
+}
