@@ -16,6 +16,7 @@ mod clip;
 pub mod lr_scheduler;
 mod param_group;
 mod sgd;
+mod sgd_fused;
 mod state_dict;
 
 use candle_core::backprop::GradStore;

@@ -3,7 +3,7 @@
 use candle_core::backprop::GradStore;
 use candle_core::Tensor;
 
-use super::state_dict;
+use super::{sgd_fused, state_dict};
 use super::{Optimizer, ParamGroup};
 use crate::value::{Dict, DictKind, Value};
 use crate::{Error, Result};
@@ -115,6 +115,27 @@ impl Optimizer for Sgd {
                 let Some(grad) = grads.get(p.as_tensor()) else {
                     continue;
                 };
+                if sgd_fused::supported(p.as_tensor(), grad) {
+                    let h = sgd_fused::Hyper {
+                        lr: lr as f32,
+                        momentum: momentum as f32,
+                        one_minus_dampening: (1.0 - dampening) as f32,
+                        weight_decay: weight_decay as f32,
+                        nesterov,
+                        maximize,
+                    };
+                    let (param, grad) = (p.as_tensor().detach(), grad.detach());
+                    let buffer = if momentum != 0.0 {
+                        let b =
+                            sgd_fused::momentum_buffer(h, &param, &grad, self.buffers[i].as_ref())?;
+                        self.buffers[i] = Some(b.clone());
+                        b
+                    } else {
+                        param.clone() // not read
+                    };
+                    p.set(&sgd_fused::updated_param(h, &param, &grad, &buffer)?)?;
+                    continue;
+                }
                 let mut d_p = grad.detach();
                 if maximize {
                     d_p = d_p.neg()?;
