@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use candle_core::{DType, Device};
 use flambeau_core::{Value, VarStore};
@@ -14,15 +14,8 @@ use flambeau_testkit::{run_python, torch_python};
 use flambeau_vision::models::{ResNet, ResNetConfig};
 
 /// Three batches per epoch, a few seconds per epoch in a debug build.
-const TINY: [&str; 7] = [
-    "--train-size",
-    "48",
-    "--val-size",
-    "16",
-    "--batch-size",
-    "16",
-    "--quiet",
-];
+const TINY: [&str; 5] = ["--val-size", "16", "--batch-size", "16", "--quiet"];
+const TRAIN_SIZE: &str = "48";
 const EPOCHS: &str = "3";
 
 fn command(out: &Path, extra: &[&str]) -> Command {
@@ -30,6 +23,9 @@ fn command(out: &Path, extra: &[&str]) -> Command {
     c.arg("train").args(TINY).arg("--out").arg(out).args(extra);
     if !extra.contains(&"--epochs") {
         c.args(["--epochs", EPOCHS]);
+    }
+    if !extra.contains(&"--train-size") {
+        c.args(["--train-size", TRAIN_SIZE]);
     }
     c
 }
@@ -108,8 +104,13 @@ fn assert_same(a: &Value, b: &Value, path: &str) {
 
 /// Model, optimizer, scheduler, counters and data position equal the straight run's.
 fn assert_same_as_straight(dir: &Path) {
+    assert_same_run(straight_run(), dir);
+}
+
+/// Model, optimizer, scheduler, counters, data position and metrics of two runs are equal.
+fn assert_same_run(reference: &Path, dir: &Path) {
     let (a, b) = (
-        load(&straight_run().join("last.pth")),
+        load(&reference.join("last.pth")),
         load(&dir.join("last.pth")),
     );
     for key in [
@@ -131,7 +132,7 @@ fn assert_same_as_straight(dir: &Path) {
             .map(|l| l.rsplit_once(',').unwrap().0.to_string()) // all but the seconds column
             .collect::<Vec<_>>()
     };
-    assert_eq!(csv(straight_run()), csv(dir), "metrics.csv");
+    assert_eq!(csv(reference), csv(dir), "metrics.csv");
 }
 
 #[test]
@@ -271,12 +272,19 @@ fn ctrl_c_saves_a_checkpoint_that_resumes_exactly() {
 #[cfg(unix)]
 #[test]
 fn sigkill_at_random_instants_always_leaves_a_loadable_checkpoint() {
+    // 16 batches per epoch, a checkpoint after every step: long enough that eight kills land
+    // before the run could finish, each at a random instant (often in the middle of a save).
+    const LONGER: [&str; 2] = ["--train-size", "256"];
+    let reference = tempfile::tempdir().unwrap();
+    train(reference.path(), &LONGER);
+
     let dir = tempfile::tempdir().unwrap();
+    let mut args = LONGER.to_vec();
+    args.extend(["--resume", "auto", "--save-every", "1"]);
     let mut seed = 0x9e3779b97f4a7c15u64;
     let mut kills = 0;
-    let started = Instant::now();
-    while kills < 8 && started.elapsed() < Duration::from_secs(240) {
-        let mut child = command(dir.path(), &["--resume", "auto", "--save-every", "1"])
+    while kills < 8 {
+        let mut child = command(dir.path(), &args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -284,7 +292,7 @@ fn sigkill_at_random_instants_always_leaves_a_loadable_checkpoint() {
         seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        let delay = 150 + (seed >> 33) % 1500;
+        let delay = 300 + (seed >> 33) % 1200;
         std::thread::sleep(Duration::from_millis(delay));
         if child.try_wait().unwrap().is_some() {
             break; // finished before the kill
@@ -300,10 +308,18 @@ fn sigkill_at_random_instants_always_leaves_a_loadable_checkpoint() {
             assert_eq!(ckpt.model.len(), 122);
         }
     }
-    eprintln!("{kills} kills landed");
-    assert!(kills >= 3, "only {kills} kills landed");
-    train(dir.path(), &["--resume", "auto"]);
-    assert_same_as_straight(dir.path());
+    assert!(
+        kills >= 5,
+        "only {kills} kills landed before the run finished"
+    );
+    let last = Checkpoint::load(dir.path().join("last.pth"), &LoadConfig::default()).unwrap();
+    assert!(last.global_step > 0, "no kill landed after a save");
+    eprintln!("{kills} kills; the last left step {} of 48", last.global_step);
+    train(
+        dir.path(),
+        &[LONGER.as_slice(), &["--resume", "auto"]].concat(),
+    );
+    assert_same_run(reference.path(), dir.path());
     let leftovers: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
