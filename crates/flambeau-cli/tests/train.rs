@@ -314,7 +314,10 @@ fn sigkill_at_random_instants_always_leaves_a_loadable_checkpoint() {
     );
     let last = Checkpoint::load(dir.path().join("last.pth"), &LoadConfig::default()).unwrap();
     assert!(last.global_step > 0, "no kill landed after a save");
-    eprintln!("{kills} kills; the last left step {} of 48", last.global_step);
+    eprintln!(
+        "{kills} kills; the last left step {} of 48",
+        last.global_step
+    );
     train(
         dir.path(),
         &[LONGER.as_slice(), &["--resume", "auto"]].concat(),

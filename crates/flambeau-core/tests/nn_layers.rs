@@ -141,3 +141,47 @@ fn flatten_follows_pytorch_dims() {
     assert_eq!(Flatten::new(2, 3).forward(&x).unwrap().dims(), &[2, 3, 20]);
     assert!(Flatten::new(3, 1).forward(&x).is_err());
 }
+
+/// PyTorch's semantics: NaN propagates forward; the gradient passes only where the output is
+/// positive (`threshold_backward`), for both inputs of the residual form.
+#[test]
+fn relu_and_residual_relu_follow_pytorch() {
+    use candle_core::{Device, Var};
+    use flambeau_core::ops::relu::{add_relu, relu};
+    let a = Var::new(&[-2f32, -0.0, 0.5, f32::NAN, 3.0], &Device::Cpu).unwrap();
+    let b = Var::new(&[1f32, 0.0, -1.0, 1.0, -1.0], &Device::Cpu).unwrap();
+    let y = relu(a.as_tensor()).unwrap();
+    let v = y.to_vec1::<f32>().unwrap();
+    assert_eq!(&v[..3], &[0.0, 0.0, 0.5]);
+    assert!(v[3].is_nan());
+    assert_eq!(v[4], 3.0);
+    let weights = candle_core::Tensor::new(&[1f32, 2.0, 3.0, 4.0, 5.0], &Device::Cpu).unwrap();
+    let grads = (y * &weights)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let ga = grads.get(a.as_tensor()).unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(ga, [0.0, 0.0, 3.0, 0.0, 5.0]);
+
+    let y = add_relu(a.as_tensor(), b.as_tensor()).unwrap();
+    let v = y.to_vec1::<f32>().unwrap();
+    assert_eq!(&v[..3], &[0.0, 0.0, 0.0]);
+    assert!(v[3].is_nan());
+    assert_eq!(v[4], 2.0);
+    let grads = (y * &weights)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    for var in [&a, &b] {
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(g, [0.0, 0.0, 0.0, 0.0, 5.0]);
+    }
+}

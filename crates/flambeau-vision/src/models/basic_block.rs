@@ -2,6 +2,7 @@
 
 use candle_core::{ModuleT, Tensor};
 use flambeau_core::nn::{BatchNorm2d, BatchNormConfig, Conv2d, Conv2dConfig};
+use flambeau_core::ops::relu::{add_relu, relu};
 use flambeau_core::VarBuilder;
 
 use super::resnet::{conv_init, Downsample};
@@ -67,10 +68,11 @@ impl BasicBlock {
 
 impl ModuleT for BasicBlock {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let out = self
-            .bn1
-            .forward_t(&self.conv1.forward_t(x, train)?, train)?
-            .relu()?;
+        let out = relu(
+            &self
+                .bn1
+                .forward_t(&self.conv1.forward_t(x, train)?, train)?,
+        )?;
         let out = self
             .bn2
             .forward_t(&self.conv2.forward_t(&out, train)?, train)?;
@@ -78,6 +80,6 @@ impl ModuleT for BasicBlock {
             Some(d) => d.forward_t(x, train)?,
             None => x.clone(),
         };
-        (out + identity)?.relu()
+        add_relu(&out, &identity)
     }
 }
