@@ -5,6 +5,8 @@
 //! alone, which breaks non-square inputs (an odd height with an even width, stride 2), and goes
 //! through a direct-loop transposed convolution; this op has neither problem.
 
+use std::sync::{Arc, Mutex};
+
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -128,7 +130,13 @@ pub fn conv2d(
         oh,
         ow,
     };
-    x.contiguous()?.apply_op2(&w.contiguous()?, Conv2dOp(p))
+    let op = Conv2dOp {
+        p,
+        // Only a forward whose backward will run keeps its im2col matrix.
+        keep_cols: conv2d_batched::preferred(&p) && (x.track_op() || w.track_op()),
+        cols: Arc::new(Mutex::new(None)),
+    };
+    x.contiguous()?.apply_op2(&w.contiguous()?, op)
 }
 
 fn slice<'a, T>(data: &'a [T], layout: &Layout) -> candle_core::Result<&'a [T]> {
@@ -293,7 +301,20 @@ macro_rules! float_pair {
     };
 }
 
-struct Conv2dOp(ConvParams);
+/// The batched im2col matrix of a forward pass, kept for the weight gradient (f32 or f64).
+type KeptCols = Arc<Mutex<Option<CpuStorage>>>;
+
+struct Conv2dOp {
+    p: ConvParams,
+    keep_cols: bool,
+    cols: KeptCols,
+}
+
+/// The batched forward that also returns its im2col matrix.
+fn forward_keeping_cols<T: Float>(p: &ConvParams, x: &[T], w: &[T]) -> (Vec<T>, Vec<T>) {
+    let cols = conv2d_batched::batched_cols(p, x);
+    (conv2d_batched::forward_from_cols(p, &cols, w), cols)
+}
 
 impl CustomOp2 for Conv2dOp {
     fn name(&self) -> &'static str {
@@ -307,8 +328,26 @@ impl CustomOp2 for Conv2dOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let p = &self.0;
-        let out = float_pair!("conv2d", s1, l1, s2, l2, forward, p);
+        let p = &self.p;
+        let out = if self.keep_cols {
+            let (out, cols) = match (s1, s2) {
+                (CpuStorage::F32(x), CpuStorage::F32(w)) => {
+                    let (y, c) = forward_keeping_cols(p, slice(x, l1)?, slice(w, l2)?);
+                    (CpuStorage::F32(y), CpuStorage::F32(c))
+                }
+                (CpuStorage::F64(x), CpuStorage::F64(w)) => {
+                    let (y, c) = forward_keeping_cols(p, slice(x, l1)?, slice(w, l2)?);
+                    (CpuStorage::F64(y), CpuStorage::F64(c))
+                }
+                (a, b) => {
+                    candle_core::bail!("conv2d: unsupported dtypes {:?}/{:?}", a.dtype(), b.dtype())
+                }
+            };
+            *self.cols.lock().expect("not poisoned") = Some(cols);
+            out
+        } else {
+            float_pair!("conv2d", s1, l1, s2, l2, forward, p)
+        };
         Ok((out, Shape::from((p.n, p.o, p.oh, p.ow))))
     }
 
@@ -320,8 +359,9 @@ impl CustomOp2 for Conv2dOp {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
-        let dx = grad.apply_op2_no_bwd(w, &ConvInputGrad(self.0))?;
-        let dw = x.apply_op2_no_bwd(&grad, &ConvWeightGrad(self.0))?;
+        let dx = grad.apply_op2_no_bwd(w, &ConvInputGrad(self.p))?;
+        let kept = self.cols.lock().expect("not poisoned").take();
+        let dw = x.apply_op2_no_bwd(&grad, &ConvWeightGrad { p: self.p, kept })?;
         Ok((Some(dx), Some(dw)))
     }
 }
@@ -347,8 +387,11 @@ impl CustomOp2 for ConvInputGrad {
     }
 }
 
-/// `(input, grad_output) → grad_weight`.
-struct ConvWeightGrad(ConvParams);
+/// `(input, grad_output) → grad_weight`, from the forward's im2col matrix when it was kept.
+struct ConvWeightGrad {
+    p: ConvParams,
+    kept: Option<CpuStorage>,
+}
 
 impl CustomOp2 for ConvWeightGrad {
     fn name(&self) -> &'static str {
@@ -362,8 +405,16 @@ impl CustomOp2 for ConvWeightGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let p = &self.0;
-        let out = float_pair!("conv2d backward", s1, l1, s2, l2, weight_grad, p);
+        let p = &self.p;
+        let out = match (&self.kept, s2) {
+            (Some(CpuStorage::F32(cols)), CpuStorage::F32(dy)) => CpuStorage::F32(
+                conv2d_batched::weight_grad_from_cols(p, cols, slice(dy, l2)?),
+            ),
+            (Some(CpuStorage::F64(cols)), CpuStorage::F64(dy)) => CpuStorage::F64(
+                conv2d_batched::weight_grad_from_cols(p, cols, slice(dy, l2)?),
+            ),
+            _ => float_pair!("conv2d backward", s1, l1, s2, l2, weight_grad, p),
+        };
         Ok((out, Shape::from((p.o, p.cg(), p.kh, p.kw))))
     }
 }

@@ -24,7 +24,7 @@ fn threads() -> usize {
 
 /// `[K, N·L]`: every image's im2col matrix, side by side (for a pointwise convolution, the
 /// input itself regrouped by channel).
-fn batched_cols<T: Float>(p: &ConvParams, x: &[T]) -> Vec<T> {
+pub fn batched_cols<T: Float>(p: &ConvParams, x: &[T]) -> Vec<T> {
     let (l, nl, hw) = (p.oh * p.ow, p.n * p.oh * p.ow, p.h * p.w);
     let taps = p.kh * p.kw;
     let mut cols = vec![T::zero(); p.c * taps * nl];
@@ -67,13 +67,17 @@ fn gather_from_images<T: Float>(p: &ConvParams, dy: &[T]) -> Vec<T> {
 
 /// The convolution's output `[N, O, oh, ow]`.
 pub fn forward<T: Float>(p: &ConvParams, x: &[T], w: &[T]) -> Vec<T> {
+    forward_from_cols(p, &batched_cols(p, x), w)
+}
+
+/// The output from the input's [`batched_cols`] (kept by the forward for the weight gradient).
+pub fn forward_from_cols<T: Float>(p: &ConvParams, cols: &[T], w: &[T]) -> Vec<T> {
     let (k, nl) = (p.c * p.kh * p.kw, p.n * p.oh * p.ow);
-    let cols = batched_cols(p, x);
     let mut y = vec![T::zero(); p.o * nl];
     matmul(
         &mut y,
         MatRef::new(w, p.o, k),
-        MatRef::new(&cols, k, nl),
+        MatRef::new(cols, k, nl),
         false,
         threads(),
     );
@@ -102,14 +106,18 @@ pub fn input_grad<T: Float>(p: &ConvParams, dy: &[T], w: &[T]) -> Vec<T> {
 
 /// The gradient of the weight `[O, C, kh, kw]`.
 pub fn weight_grad<T: Float>(p: &ConvParams, x: &[T], dy: &[T]) -> Vec<T> {
+    weight_grad_from_cols(p, &batched_cols(p, x), dy)
+}
+
+/// The weight gradient from the input's [`batched_cols`].
+pub fn weight_grad_from_cols<T: Float>(p: &ConvParams, cols: &[T], dy: &[T]) -> Vec<T> {
     let (k, nl) = (p.c * p.kh * p.kw, p.n * p.oh * p.ow);
-    let cols = batched_cols(p, x);
     let dy = gather_from_images(p, dy);
     let mut dw = vec![T::zero(); p.o * k];
     matmul(
         &mut dw,
         MatRef::new(&dy, p.o, nl),
-        MatRef::new(&cols, k, nl).t(),
+        MatRef::new(cols, k, nl).t(),
         false,
         threads(),
     );
