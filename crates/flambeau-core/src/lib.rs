@@ -8,6 +8,7 @@
 //! Trainable tensors are [`candle_core::Var`]s kept in a [`candle_nn::VarMap`], so plain
 //! candle-nn code (and candle-nn optimizers) can train a flambeau model unchanged.
 
+pub mod alloc;
 pub mod error;
 pub mod init;
 pub mod keys;
