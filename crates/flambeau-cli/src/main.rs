@@ -46,8 +46,8 @@ enum Command {
 }
 
 fn main() -> Result<()> {
-    // Training and eval free and reallocate the same activation buffers every step.
-    flambeau_core::alloc::reuse_freed_buffers();
+    // Allocator and thread-pool settings for training and eval (see the module's docs).
+    flambeau_core::runtime::configure_for_training();
     match Cli::parse().command {
         Command::Inspect { file, json, stats } => inspect::run(&file, json, stats),
         Command::Convert(args) => convert::run(&args),

@@ -8,7 +8,6 @@
 //! Trainable tensors are [`candle_core::Var`]s kept in a [`candle_nn::VarMap`], so plain
 //! candle-nn code (and candle-nn optimizers) can train a flambeau model unchanged.
 
-pub mod alloc;
 pub mod error;
 pub mod init;
 pub mod keys;
@@ -16,6 +15,7 @@ pub mod load;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod runtime;
 pub mod state_dict;
 pub mod value;
 pub mod var_store;

@@ -23,7 +23,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> Result<()> {
-    flambeau_core::alloc::reuse_freed_buffers();
+    flambeau_core::runtime::configure_for_training();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [arch, mode, batch, size, steps, rest @ ..] = args.as_slice() else {
         bail!("usage: bench_train ARCH train|eval BATCH SIZE STEPS [loader]");

@@ -1,12 +1,39 @@
-//! Keeping freed tensor buffers for reuse.
+//! Process-wide CPU settings for training and eval: [`configure_for_training`].
+//!
+//! ## Keeping freed tensor buffers for reuse
 //!
 //! A training or eval step allocates its activations and gradients afresh and frees them at the
 //! end. glibc returns every block above its mmap threshold (a few MiB once it adapts) to the
 //! kernel, so each step faults the same memory in again, page by page: about a fifth of a
 //! ResNet-18 eval step at 224×224 on this project's reference machine. [`reuse_freed_buffers`]
 //! raises the thresholds so that freed buffers stay in the heap and the next step reuses them.
-//! It changes process-wide allocator settings, so flambeau never calls it on its own: the
-//! `flambeau` binary and the benchmarks do, and so can your training program.
+//!
+//! ## candle's element-wise thread pool
+//!
+//! flambeau's own kernels run on rayon's pool. candle keeps a second pool for its element-wise
+//! ops (in a ResNet step, mainly autograd's gradient sums), whose idle workers spin for a while
+//! after each op: on a machine with few cores they take CPU time from the rayon workers (about
+//! 8% of a ResNet-18 training step on 2 cores). [`candle_elementwise_on_caller`] makes candle run
+//! those ops on the calling thread.
+//!
+//! Both change process-wide settings, so flambeau never applies them on its own: the `flambeau`
+//! binary and the benchmarks do, and so can your training program.
+
+/// Applies [`reuse_freed_buffers`] and [`candle_elementwise_on_caller`]. Call it first thing in
+/// `main`, before any tensor exists.
+pub fn configure_for_training() {
+    reuse_freed_buffers();
+    candle_elementwise_on_caller();
+}
+
+/// Runs candle's element-wise ops on the calling thread (`CANDLE_NUM_THREADS=1`) unless the
+/// variable is already set. Only effective before candle's first parallel element-wise op, and
+/// to be called while the program is still single-threaded.
+pub fn candle_elementwise_on_caller() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+}
 
 /// Blocks up to this size are served from the heap (glibc's maximum for this setting).
 const MMAP_THRESHOLD: i32 = 32 << 20;
