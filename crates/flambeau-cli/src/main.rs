@@ -51,7 +51,8 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Inspect { file, json, stats } => inspect::run(&file, json, stats),
         Command::Convert(args) => convert::run(&args),
-        Command::Train(args) => train::run(&args),
-        Command::Eval(args) => eval::run(&args),
+        // The loops run inside rayon's pool, where parallel kernels fork and join directly.
+        Command::Train(args) => flambeau_core::runtime::on_worker(|| train::run(&args)),
+        Command::Eval(args) => flambeau_core::runtime::on_worker(|| eval::run(&args)),
     }
 }

@@ -19,6 +19,23 @@
 //! Both change process-wide settings, so flambeau never applies them on its own: the `flambeau`
 //! binary and the benchmarks do, and so can your training program.
 
+/// Runs `f` on a worker thread of rayon's global pool and waits for it.
+///
+/// Called from a thread outside the pool (like `main`), every parallel kernel hands its work
+/// to the pool and puts the caller to sleep until it is done: two thread wake-ups per kernel,
+/// thousands per training step. From inside the pool the kernels fork and join directly, so a
+/// training or eval loop should run here.
+///
+/// With a single thread in the pool `f` runs on the caller: a loop that waits for a data
+/// loader feeding from the pool would otherwise occupy the only worker the loader needs.
+pub fn on_worker<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_num_threads() > 1 {
+        rayon::scope(|_| f())
+    } else {
+        f()
+    }
+}
+
 /// Applies [`reuse_freed_buffers`] and [`candle_elementwise_on_caller`]. Call it first thing in
 /// `main`, before any tensor exists.
 pub fn configure_for_training() {
