@@ -88,7 +88,7 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Synthetic training images (the default is about one minute of ResNet-18 on 2 CPU cores).
-    #[arg(long, default_value_t = 8192)]
+    #[arg(long, default_value_t = 20480)]
     pub train_size: usize,
     /// Synthetic validation images.
     #[arg(long, default_value_t = 1024)]
