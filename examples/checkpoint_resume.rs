@@ -22,6 +22,12 @@ use flambeau::vision::models::{ResNet, ResNetConfig};
 use flambeau::{LoadConfig, LoadOptions, VarStore};
 
 fn main() -> Result<()> {
+    // Allocator and thread settings for training, then the loop inside rayon's pool.
+    flambeau::runtime::configure_for_training();
+    flambeau::runtime::on_worker(run)
+}
+
+fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let epochs: i64 = args.first().map_or(Ok(2), |s| s.parse())?;
     let run_dir = args.get(1).map_or("runs/example", String::as_str);

@@ -18,6 +18,12 @@ use flambeau_vision::data::{Augment, DataLoader, LoaderConfig, Normalize, Synthe
 use flambeau_vision::models::{ResNet, ResNetConfig};
 
 fn main() -> Result<()> {
+    // Allocator and thread settings for training, then the loop inside rayon's pool.
+    flambeau_core::runtime::configure_for_training();
+    flambeau_core::runtime::on_worker(run)
+}
+
+fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let epochs: usize = args.first().map_or(Ok(3), |s| s.parse())?;
     let train_size: usize = args.get(1).map_or(Ok(4000), |s| s.parse())?;
