@@ -87,8 +87,15 @@ pub fn col2im<T: Float>(cols: &[T], channels: usize, p: &ConvParams, dx: &mut [T
                     }
                     let dst = &mut plane[iy as usize * w..(iy as usize + 1) * w][first as usize..];
                     let vals = &src[oy * ow..(oy + 1) * ow][valid.clone()];
-                    for (d, &v) in dst.iter_mut().step_by(p.stride).zip(vals) {
-                        *d += v;
+                    if p.stride == 1 {
+                        // Contiguous on both sides: a loop the compiler vectorises.
+                        for (d, &v) in dst[..vals.len()].iter_mut().zip(vals) {
+                            *d += v;
+                        }
+                    } else {
+                        for (d, &v) in dst.iter_mut().step_by(p.stride).zip(vals) {
+                            *d += v;
+                        }
                     }
                 }
             }
