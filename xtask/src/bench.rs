@@ -1,7 +1,7 @@
 //! `cargo xtask bench io`: flambeau's .pth reader and writer against torch.load / torch.save
 //! (and candle's own reader) on a ResNet-152 state_dict, in one run on this machine.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
@@ -48,30 +48,31 @@ pub fn check_quiet() -> Option<f64> {
     Some(busy)
 }
 
+/// Builds `package`'s `examples` in release mode; returns the folder that holds them.
+pub fn build_examples(root: &Path, package: &str, examples: &[&str]) -> Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(&cargo);
+    build
+        .current_dir(root)
+        .args(["build", "--release", "-q", "-p", package]);
+    for e in examples {
+        build.args(["--example", e]);
+    }
+    if !build.status()?.success() {
+        bail!("building the examples {examples:?} of {package} failed");
+    }
+    let target = std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), Into::into);
+    Ok(target.join("release/examples"))
+}
+
 pub fn io(root: &Path, python: &Path, fixtures: impl Fn() -> Result<()>) -> Result<()> {
     let file = root.join("tests/fixtures-large/resnet152.pth");
     if !file.exists() {
         fixtures()?;
     }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo)
-        .current_dir(root)
-        .args([
-            "build",
-            "--release",
-            "-q",
-            "-p",
-            "flambeau-serialize",
-            "--example",
-            "bench_io",
-        ])
-        .status()?;
-    if !status.success() {
-        bail!("building the bench_io example failed");
-    }
-    let target = std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), Into::into);
+    let examples = build_examples(root, "flambeau-serialize", &["bench_io"])?;
     check_quiet();
-    let ours = Command::new(target.join("release/examples/bench_io"))
+    let ours = Command::new(examples.join("bench_io"))
         .arg(&file)
         .arg("5")
         .output()?;

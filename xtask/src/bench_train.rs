@@ -7,7 +7,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::bench::{check_quiet, json_line};
+use crate::bench::{build_examples, check_quiet, json_line};
 
 /// One workload: what the three programs are asked to run.
 struct Workload {
@@ -46,25 +46,6 @@ const WORKLOADS: [Workload; 3] = [
     },
 ];
 
-fn build_examples(root: &Path) -> Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo)
-        .current_dir(root)
-        .args(["build", "--release", "-q", "-p", "flambeau-vision"])
-        .args([
-            "--example",
-            "bench_train",
-            "--example",
-            "bench_train_candle",
-        ])
-        .status()?;
-    if !status.success() {
-        bail!("building the bench_train examples failed");
-    }
-    let target = std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), Into::into);
-    Ok(target.join("release/examples"))
-}
-
 fn run_json(mut cmd: Command, who: &str) -> Result<Value> {
     let out = cmd.output().with_context(|| format!("starting {who}"))?;
     if !out.status.success() {
@@ -99,7 +80,11 @@ fn img_s(v: &Value) -> f64 {
 }
 
 pub fn train(root: &Path, venv_python: &Path) -> Result<()> {
-    let examples = build_examples(root)?;
+    let examples = build_examples(
+        root,
+        "flambeau-vision",
+        &["bench_train", "bench_train_candle"],
+    )?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let python = torch_python(venv_python);
     if python.is_none() {

@@ -113,16 +113,7 @@ fn assert_same_run(reference: &Path, dir: &Path) {
         load(&reference.join("last.pth")),
         load(&dir.join("last.pth")),
     );
-    for key in [
-        "epoch",
-        "global_step",
-        "model_state_dict",
-        "optimizer_state_dict",
-        "scheduler_state_dict",
-        "loss",
-        "best_metric",
-        "data_state",
-    ] {
+    for key in Checkpoint::STATE_KEYS {
         assert_same(a.get(key).unwrap(), b.get(key).unwrap(), key);
     }
     let csv = |d: &Path| {

@@ -155,33 +155,20 @@ fn relu_and_residual_relu_follow_pytorch() {
     assert_eq!(&v[..3], &[0.0, 0.0, 0.5]);
     assert!(v[3].is_nan());
     assert_eq!(v[4], 3.0);
-    let weights = candle_core::Tensor::new(&[1f32, 2.0, 3.0, 4.0, 5.0], &Device::Cpu).unwrap();
-    let grads = (y * &weights)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
-    let ga = grads.get(a.as_tensor()).unwrap().to_vec1::<f32>().unwrap();
-    assert_eq!(ga, [0.0, 0.0, 3.0, 0.0, 5.0]);
+    // Gradients of Σ wᵢ·yᵢ with respect to each var.
+    let grads_of = |y: candle_core::Tensor, vars: &[&Var]| -> Vec<Vec<f32>> {
+        let w = candle_core::Tensor::new(&[1f32, 2.0, 3.0, 4.0, 5.0], &Device::Cpu).unwrap();
+        let grads = (y * w).unwrap().sum_all().unwrap().backward().unwrap();
+        vars.iter()
+            .map(|v| grads.get(v.as_tensor()).unwrap().to_vec1().unwrap())
+            .collect()
+    };
+    assert_eq!(grads_of(y, &[&a]), [[0.0, 0.0, 3.0, 0.0, 5.0]]);
 
     let y = add_relu(a.as_tensor(), b.as_tensor()).unwrap();
     let v = y.to_vec1::<f32>().unwrap();
     assert_eq!(&v[..3], &[0.0, 0.0, 0.0]);
     assert!(v[3].is_nan());
     assert_eq!(v[4], 2.0);
-    let grads = (y * &weights)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
-    for var in [&a, &b] {
-        let g = grads
-            .get(var.as_tensor())
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        assert_eq!(g, [0.0, 0.0, 0.0, 0.0, 5.0]);
-    }
+    assert_eq!(grads_of(y, &[&a, &b]), [[0.0, 0.0, 0.0, 0.0, 5.0]; 2]);
 }

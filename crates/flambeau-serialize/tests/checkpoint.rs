@@ -61,20 +61,20 @@ fn tutorial_layout_round_trips_through_a_file() {
 
     // On disk: the tutorial's keys first, then flambeau's, then the extras in order.
     let raw = flambeau_serialize::load(&path, &LoadConfig::default()).unwrap();
+    let expected = [
+        "epoch",
+        "global_step",
+        "model_state_dict",
+        "optimizer_state_dict",
+        "scheduler_state_dict",
+        "loss",
+        "best_metric",
+        "data_state",
+    ];
+    assert_eq!(Checkpoint::STATE_KEYS, expected);
     assert_eq!(
         keys(raw.as_dict().unwrap()),
-        [
-            "epoch",
-            "global_step",
-            "model_state_dict",
-            "optimizer_state_dict",
-            "scheduler_state_dict",
-            "loss",
-            "best_metric",
-            "data_state",
-            "arch",
-            "note"
-        ]
+        [expected.as_slice(), &["arch", "note"]].concat()
     );
 
     let back = Checkpoint::load(&path, &LoadConfig::default()).unwrap();
@@ -180,34 +180,33 @@ fn weights_alone_give_a_checkpoint_with_nothing_trained() {
 
 #[test]
 fn files_without_weights_or_with_odd_fields_get_clear_errors() {
-    let err = Checkpoint::from_value(&dict(vec![
+    let error_of = |entries| {
+        Checkpoint::from_value(&dict(entries))
+            .unwrap_err()
+            .to_string()
+    };
+    let err = error_of(vec![
         ("weights_v2", Value::Int(3)),
         ("notes", "hello".into()),
-    ]))
-    .unwrap_err()
-    .to_string();
+    ]);
     assert!(
         err.contains("top-level keys: weights_v2 (int), notes (str)"),
         "{err}"
     );
 
-    let err = Checkpoint::from_value(&dict(vec![
+    let err = error_of(vec![
         ("model_state_dict", "not weights".into()),
         ("epoch", Value::Int(1)),
-    ]))
-    .unwrap_err()
-    .to_string();
+    ]);
     assert!(
         err.contains("`model_state_dict` of this PyTorch tutorial layout"),
         "{err}"
     );
 
-    let err = Checkpoint::from_value(&dict(vec![
+    let err = error_of(vec![
         ("model_state_dict", weights().to_value()),
         ("epoch", "three".into()),
-    ]))
-    .unwrap_err()
-    .to_string();
+    ]);
     assert!(
         err.contains("`epoch` should be a number, the file has a str"),
         "{err}"

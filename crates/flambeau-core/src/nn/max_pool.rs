@@ -9,6 +9,8 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Module, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::ops::storage::contiguous;
+
 /// Hyper-parameters of [`MaxPool2d`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MaxPool2dConfig {
@@ -212,10 +214,7 @@ impl MaxPoolOp {
 }
 
 fn contiguous_slice<'a, T>(data: &'a [T], layout: &Layout) -> candle_core::Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("max_pool2d: expected a contiguous tensor"),
-    }
+    contiguous(data, layout, "max_pool2d")
 }
 
 impl CustomOp1 for MaxPoolOp {

@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::storage::contiguous_f32;
+
 /// Whether [`batch_norm`] takes the fused path for this input (CPU, f32); other inputs use the
 /// composed candle ops.
 pub fn supported(x: &Tensor) -> bool {
@@ -96,13 +98,6 @@ struct BatchNormOp {
     saved: Arc<Mutex<Saved>>,
 }
 
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("batch_norm: {what} must be contiguous f32"),
-    }
-}
-
 /// Per-plane partial sums of `f(index within plane)`, combined per channel in plane order.
 fn channel_sums(
     d: Dims,
@@ -152,9 +147,9 @@ impl CustomOp3 for BatchNormOp {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let d = self.dims;
-        let x = f32_slice(s1, l1, "input")?;
-        let gamma = f32_slice(s2, l2, "weight")?;
-        let beta = f32_slice(s3, l3, "bias")?;
+        let x = contiguous_f32(s1, l1, "batch_norm input")?;
+        let gamma = contiguous_f32(s2, l2, "batch_norm weight")?;
+        let beta = contiguous_f32(s3, l3, "batch_norm bias")?;
         if gamma.len() != d.c || beta.len() != d.c {
             candle_core::bail!("batch_norm: weight and bias must have {} elements", d.c)
         }
@@ -244,8 +239,8 @@ impl CustomOp2 for BatchNormBackward {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let d = self.dims;
         let hw = d.hw.max(1);
-        let x = f32_slice(s1, l1, "input")?;
-        let dy = f32_slice(s2, l2, "gradient")?;
+        let x = contiguous_f32(s1, l1, "batch_norm input")?;
+        let dy = contiguous_f32(s2, l2, "batch_norm gradient")?;
         // Σ dy and Σ dy·(x - mean) per channel.
         let (sum_dy, sum_dy_xmu) = channel_sums(d, |i| {
             let mu = self.mean[i % d.c];

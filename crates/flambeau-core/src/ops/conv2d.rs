@@ -14,6 +14,7 @@ use rayon::prelude::*;
 use super::conv2d_batched;
 use super::gemm::{matmul, Float, MatRef};
 use super::im2col::{col2im, im2col};
+use super::storage::contiguous;
 
 /// Shapes and hyper-parameters of one convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,10 +141,7 @@ pub fn conv2d(
 }
 
 fn slice<'a, T>(data: &'a [T], layout: &Layout) -> candle_core::Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("conv2d: expected contiguous storage"),
-    }
+    contiguous(data, layout, "conv2d")
 }
 
 /// Runs `f(image index, that image's output chunk, gemm threads)` over every image.

@@ -7,5 +7,6 @@ mod conv2d_batched;
 mod gemm;
 mod im2col;
 pub mod relu;
+pub(crate) mod storage;
 
 pub use conv2d::{conv2d, ConvParams};

@@ -8,6 +8,8 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::storage::contiguous_f32;
+
 const CHUNK: usize = 1 << 14;
 
 fn fast(t: &Tensor) -> bool {
@@ -31,10 +33,7 @@ pub fn add_relu(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
 }
 
 fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("relu: expected contiguous f32"),
-    }
+    contiguous_f32(s, l, "relu")
 }
 
 /// `f` over `(a, b)` element pairs into a new vector, in parallel.

@@ -6,6 +6,8 @@
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::ops::storage::contiguous_f32;
+
 /// One parameter group's hyper-parameters, as f32 (what candle's `affine` uses too).
 #[derive(Debug, Clone, Copy)]
 pub struct Hyper {
@@ -78,10 +80,7 @@ struct Update {
 }
 
 fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("sgd: expected contiguous f32 tensors"),
-    }
+    contiguous_f32(s, l, "sgd")
 }
 
 const CHUNK: usize = 1 << 14;

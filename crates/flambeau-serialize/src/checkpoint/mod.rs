@@ -60,6 +60,20 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// The training-state keys [`Checkpoint::to_value`] writes, in file order, before the
+    /// extras: the tutorial's names plus `global_step`, `best_metric` and `data_state` (keys
+    /// whose field is `None` are left out).
+    pub const STATE_KEYS: [&'static str; 8] = [
+        KEY_EPOCH,
+        KEY_GLOBAL_STEP,
+        "model_state_dict",
+        "optimizer_state_dict",
+        "scheduler_state_dict",
+        KEY_LOSS,
+        "best_metric",
+        KEY_DATA_STATE,
+    ];
+
     /// A checkpoint holding only model weights, at epoch -1 (nothing trained yet).
     pub fn new(model: StateDict) -> Self {
         Self {
