@@ -128,42 +128,52 @@ struct MaxPoolOp {
     ow: usize,
 }
 
+/// For each output row (or column), the input rows (columns) its window covers, padding left out.
+fn windows(out: usize, input: usize, k: usize, s: usize, p: usize, d: usize) -> Vec<Vec<usize>> {
+    (0..out)
+        .map(|o| {
+            (0..k)
+                .map(|t| (o * s + t * d) as isize - p as isize)
+                .filter(|&i| i >= 0 && i < input as isize)
+                .map(|i| i as usize)
+                .collect()
+        })
+        .collect()
+}
+
 impl MaxPoolOp {
-    /// Flat index (within the plane) of the maximum of output cell `(oy, ox)`.
+    /// The row and column windows of an `h × w` input.
+    fn windows(&self, h: usize, w: usize) -> (Vec<Vec<usize>>, Vec<Vec<usize>>) {
+        (
+            windows(self.oh, h, self.k, self.s, self.p, self.d),
+            windows(self.ow, w, self.k, self.s, self.p, self.d),
+        )
+    }
+
+    /// Flat index (within the plane) of the maximum of the window `rows × cols`: the first
+    /// maximum, or the last NaN (PyTorch's rule).
     #[inline]
     fn argmax<T: Copy + PartialOrd>(
-        &self,
         plane: &[T],
-        h: usize,
         w: usize,
-        oy: usize,
-        ox: usize,
-    ) -> Option<usize> {
-        let mut best: Option<(usize, T)> = None;
-        for ky in 0..self.k {
-            let iy = (oy * self.s + ky * self.d) as isize - self.p as isize;
-            if iy < 0 || iy >= h as isize {
-                continue;
-            }
-            for kx in 0..self.k {
-                let ix = (ox * self.s + kx * self.d) as isize - self.p as isize;
-                if ix < 0 || ix >= w as isize {
-                    continue;
-                }
-                let idx = iy as usize * w + ix as usize;
-                let v = plane[idx];
+        rows: &[usize],
+        cols: &[usize],
+    ) -> usize {
+        let mut best_at = rows[0] * w + cols[0];
+        let mut best = plane[best_at];
+        for &iy in rows {
+            let row = &plane[iy * w..(iy + 1) * w];
+            for &ix in cols {
+                let v = row[ix];
                 // `v != v` is NaN: PyTorch propagates it.
                 #[allow(clippy::eq_op)]
-                let better = match best {
-                    None => true,
-                    Some((_, b)) => v > b || v != v,
-                };
-                if better {
-                    best = Some((idx, v));
+                if v > best || v != v {
+                    best = v;
+                    best_at = iy * w + ix;
                 }
             }
         }
-        best.map(|(i, _)| i)
+        best_at
     }
 
     fn forward<T: Copy + PartialOrd + Send + Sync + num_traits::Float>(
@@ -174,13 +184,14 @@ impl MaxPoolOp {
         w: usize,
     ) -> Vec<T> {
         let (oh, ow) = (self.oh, self.ow);
+        let (rows, cols) = self.windows(h, w);
         let mut out = vec![T::neg_infinity(); planes * oh * ow];
         out.par_chunks_mut(oh * ow).enumerate().for_each(|(p, o)| {
             let plane = &input[p * h * w..(p + 1) * h * w];
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    if let Some(i) = self.argmax(plane, h, w, oy, ox) {
-                        o[oy * ow + ox] = plane[i];
+            for (rows, o) in rows.iter().zip(o.chunks_mut(ow)) {
+                for (cols, o) in cols.iter().zip(o) {
+                    if !rows.is_empty() && !cols.is_empty() {
+                        *o = plane[Self::argmax(plane, w, rows, cols)];
                     }
                 }
             }
@@ -197,14 +208,16 @@ impl MaxPoolOp {
         w: usize,
     ) -> Vec<T> {
         let (oh, ow) = (self.oh, self.ow);
+        let (rows, cols) = self.windows(h, w);
         let mut gin = vec![T::zero(); planes * h * w];
         gin.par_chunks_mut(h * w).enumerate().for_each(|(p, gi)| {
             let plane = &input[p * h * w..(p + 1) * h * w];
             let g = &grad[p * oh * ow..(p + 1) * oh * ow];
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    if let Some(i) = self.argmax(plane, h, w, oy, ox) {
-                        gi[i] = gi[i] + g[oy * ow + ox];
+            for (rows, g) in rows.iter().zip(g.chunks(ow)) {
+                for (cols, &g) in cols.iter().zip(g) {
+                    if !rows.is_empty() && !cols.is_empty() {
+                        let i = Self::argmax(plane, w, rows, cols);
+                        gi[i] = gi[i] + g;
                     }
                 }
             }

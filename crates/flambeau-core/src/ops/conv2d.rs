@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 use super::conv2d_batched;
 use super::gemm::{matmul, Float, MatRef};
-use super::im2col::{col2im, im2col};
+use super::im2col::Unfold;
 use super::storage::contiguous;
 
 /// Shapes and hyper-parameters of one convolution.
@@ -169,6 +169,7 @@ fn forward<T: Float>(p: &ConvParams, x: &[T], w: &[T]) -> Vec<T> {
     }
     let (cg, og, kg, l) = (p.cg(), p.og(), p.kg(), p.l());
     let mut out = vec![T::zero(); p.n * p.o * l];
+    let unfold = Unfold::new(p);
     for_each_image(p, &mut out, p.o * l, |img, y, threads| {
         let mut cols = if p.pointwise() {
             Vec::new()
@@ -180,7 +181,7 @@ fn forward<T: Float>(p: &ConvParams, x: &[T], w: &[T]) -> Vec<T> {
             let b = if p.pointwise() {
                 MatRef::new(xg, kg, l)
             } else {
-                im2col(xg, cg, p, &mut cols, l);
+                unfold.im2col(xg, cg, &mut cols, l);
                 MatRef::new(&cols, kg, l)
             };
             let a = MatRef::new(&w[g * og * kg..(g + 1) * og * kg], og, kg);
@@ -196,6 +197,7 @@ fn input_grad<T: Float>(p: &ConvParams, dy: &[T], w: &[T]) -> Vec<T> {
     }
     let (cg, og, kg, l) = (p.cg(), p.og(), p.kg(), p.l());
     let mut dx = vec![T::zero(); p.n * p.c * p.h * p.w];
+    let unfold = Unfold::new(p);
     for_each_image(p, &mut dx, p.c * p.h * p.w, |img, dxi, threads| {
         let mut dcols = vec![T::zero(); kg * l];
         for g in 0..p.groups {
@@ -206,7 +208,7 @@ fn input_grad<T: Float>(p: &ConvParams, dy: &[T], w: &[T]) -> Vec<T> {
                 matmul(dxg, a, b, false, threads);
             } else {
                 matmul(&mut dcols, a, b, false, threads);
-                col2im(&dcols, cg, p, dxg, l);
+                unfold.col2im(&dcols, cg, dxg, l);
             }
         }
     });
@@ -215,7 +217,7 @@ fn input_grad<T: Float>(p: &ConvParams, dy: &[T], w: &[T]) -> Vec<T> {
 
 /// `dw_g += dy_g · cols_gᵀ` for one image.
 fn accumulate_weight_grad<T: Float>(
-    p: &ConvParams,
+    unfold: &Unfold,
     img: usize,
     x: &[T],
     dy: &[T],
@@ -223,13 +225,14 @@ fn accumulate_weight_grad<T: Float>(
     cols: &mut [T],
     threads: usize,
 ) {
+    let p = unfold.params();
     let (cg, og, kg, l) = (p.cg(), p.og(), p.kg(), p.l());
     for g in 0..p.groups {
         let xg = &x[(img * p.c + g * cg) * p.h * p.w..][..cg * p.h * p.w];
         let b = if p.pointwise() {
             MatRef::new(xg, kg, l).t()
         } else {
-            im2col(xg, cg, p, cols, l);
+            unfold.im2col(xg, cg, cols, l);
             MatRef::new(cols, kg, l).t()
         };
         let a = MatRef::new(&dy[(img * p.o + g * og) * l..][..og * l], og, l);
@@ -244,11 +247,12 @@ fn weight_grad<T: Float>(p: &ConvParams, x: &[T], dy: &[T]) -> Vec<T> {
     let size = p.o * p.kg();
     let cols_len = if p.pointwise() { 0 } else { p.kg() * p.l() };
     let threads = p.gemm_threads();
+    let unfold = Unfold::new(p);
     if threads > 1 {
         let mut dw = vec![T::zero(); size];
         let mut cols = vec![T::zero(); cols_len];
         for img in 0..p.n {
-            accumulate_weight_grad(p, img, x, dy, &mut dw, &mut cols, threads);
+            accumulate_weight_grad(&unfold, img, x, dy, &mut dw, &mut cols, threads);
         }
         return dw;
     }
@@ -264,7 +268,7 @@ fn weight_grad<T: Float>(p: &ConvParams, x: &[T], dy: &[T]) -> Vec<T> {
             let mut dw = vec![T::zero(); size];
             let mut cols = vec![T::zero(); cols_len];
             for img in start..(start + per_chunk).min(p.n) {
-                accumulate_weight_grad(p, img, x, dy, &mut dw, &mut cols, 1);
+                accumulate_weight_grad(&unfold, img, x, dy, &mut dw, &mut cols, 1);
             }
             dw
         })

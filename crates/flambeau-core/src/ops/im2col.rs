@@ -26,8 +26,162 @@ fn valid_range(ow: usize, w: usize, stride: usize, offset: isize) -> std::ops::R
     lo..(hi as usize).clamp(lo, ow)
 }
 
-/// Fills `cols` from `x` (`[C, H, W]` contiguous).
-pub fn im2col<T: Float>(x: &[T], channels: usize, p: &ConvParams, cols: &mut [T], ld: usize) {
+/// A stride-1 convolution whose output is as large as its input (ResNet's 3×3 padding-1
+/// convolutions): every kernel tap reads the plane shifted by one flat offset, so a tap's row
+/// is one long copy (or add) in which only the columns that wrap around a row edge are masked.
+/// On 8×8 and smaller maps this replaces many 1–8 element copies.
+struct SameShift {
+    /// Per `kx`: whether each output position's column is inside the input for that tap.
+    column_masks: Vec<Vec<bool>>,
+}
+
+impl SameShift {
+    fn new(p: &ConvParams) -> Option<Self> {
+        if p.stride != 1 || p.oh != p.h || p.ow != p.w {
+            return None;
+        }
+        let column_masks = (0..p.kw)
+            .map(|kx| {
+                let valid = valid_range(p.ow, p.w, 1, kx_offset(p, kx));
+                (0..p.oh * p.ow)
+                    .map(|i| valid.contains(&(i % p.ow)))
+                    .collect()
+            })
+            .collect();
+        Some(Self { column_masks })
+    }
+
+    /// For tap `(ky, kx)`: the output positions from the first to the last valid one, and the
+    /// flat offset from an output position to the input pixel it reads. `None` if the tap
+    /// sees only padding.
+    fn span(
+        &self,
+        p: &ConvParams,
+        ky: usize,
+        kx: usize,
+    ) -> Option<(std::ops::Range<usize>, isize)> {
+        let rows = valid_range(
+            p.oh,
+            p.h,
+            1,
+            (ky * p.dilation) as isize - p.padding as isize,
+        );
+        let cols = valid_range(p.ow, p.w, 1, kx_offset(p, kx));
+        if rows.is_empty() || cols.is_empty() {
+            return None;
+        }
+        let offset =
+            ((ky * p.dilation) as isize - p.padding as isize) * p.w as isize + kx_offset(p, kx);
+        Some((
+            rows.start * p.ow + cols.start..(rows.end - 1) * p.ow + cols.end,
+            offset,
+        ))
+    }
+}
+
+fn kx_offset(p: &ConvParams, kx: usize) -> isize {
+    (kx * p.dilation) as isize - p.padding as isize
+}
+
+/// [`im2col`] for [`SameShift`] convolutions.
+fn im2col_same_shift<T: Float>(
+    x: &[T],
+    channels: usize,
+    p: &ConvParams,
+    s: &SameShift,
+    cols: &mut [T],
+    ld: usize,
+) {
+    let l = p.oh * p.ow;
+    for c in 0..channels {
+        let plane = &x[c * l..(c + 1) * l];
+        for ky in 0..p.kh {
+            for kx in 0..p.kw {
+                let row = (c * p.kh + ky) * p.kw + kx;
+                let dst = &mut cols[row * ld..row * ld + l];
+                let Some((span, offset)) = s.span(p, ky, kx) else {
+                    dst.fill(T::zero());
+                    continue;
+                };
+                dst[..span.start].fill(T::zero());
+                dst[span.end..].fill(T::zero());
+                let src = &plane[(span.start as isize + offset) as usize..];
+                let mask = &s.column_masks[kx][span.clone()];
+                for ((d, &v), &m) in dst[span].iter_mut().zip(src).zip(mask) {
+                    *d = if m { v } else { T::zero() };
+                }
+            }
+        }
+    }
+}
+
+/// [`col2im`] for [`SameShift`] convolutions (masked columns add zero).
+fn col2im_same_shift<T: Float>(
+    cols: &[T],
+    channels: usize,
+    p: &ConvParams,
+    s: &SameShift,
+    dx: &mut [T],
+    ld: usize,
+) {
+    let l = p.oh * p.ow;
+    for c in 0..channels {
+        let plane = &mut dx[c * l..(c + 1) * l];
+        for ky in 0..p.kh {
+            for kx in 0..p.kw {
+                let Some((span, offset)) = s.span(p, ky, kx) else {
+                    continue;
+                };
+                let row = (c * p.kh + ky) * p.kw + kx;
+                let src = &cols[row * ld..row * ld + l][span.clone()];
+                let dst = &mut plane[(span.start as isize + offset) as usize..];
+                let mask = &s.column_masks[kx][span];
+                for ((d, &v), &m) in dst.iter_mut().zip(src).zip(mask) {
+                    *d += if m { v } else { T::zero() };
+                }
+            }
+        }
+    }
+}
+
+/// im2col and col2im for one convolution, with what can be prepared once per call of the op.
+pub struct Unfold {
+    p: ConvParams,
+    same_shift: Option<SameShift>,
+}
+
+impl Unfold {
+    pub fn new(p: &ConvParams) -> Self {
+        Self {
+            p: *p,
+            same_shift: SameShift::new(p),
+        }
+    }
+
+    /// The convolution it unfolds.
+    pub fn params(&self) -> &ConvParams {
+        &self.p
+    }
+
+    /// Fills `cols` from `x` (`[C, H, W]` contiguous).
+    pub fn im2col<T: Float>(&self, x: &[T], channels: usize, cols: &mut [T], ld: usize) {
+        match &self.same_shift {
+            Some(s) => im2col_same_shift(x, channels, &self.p, s, cols, ld),
+            None => im2col(x, channels, &self.p, cols, ld),
+        }
+    }
+
+    /// Adds `cols` back into `dx` (`[C, H, W]` contiguous): the adjoint of [`Unfold::im2col`].
+    pub fn col2im<T: Float>(&self, cols: &[T], channels: usize, dx: &mut [T], ld: usize) {
+        match &self.same_shift {
+            Some(s) => col2im_same_shift(cols, channels, &self.p, s, dx, ld),
+            None => col2im(cols, channels, &self.p, dx, ld),
+        }
+    }
+}
+
+/// Fills `cols` from `x` (`[C, H, W]` contiguous), any stride.
+fn im2col<T: Float>(x: &[T], channels: usize, p: &ConvParams, cols: &mut [T], ld: usize) {
     let (h, w, oh, ow) = (p.h, p.w, p.oh, p.ow);
     let l = oh * ow;
     for c in 0..channels {
@@ -64,8 +218,8 @@ pub fn im2col<T: Float>(x: &[T], channels: usize, p: &ConvParams, cols: &mut [T]
     }
 }
 
-/// Adds `cols` back into `dx` (`[C, H, W]` contiguous): the adjoint of [`im2col`].
-pub fn col2im<T: Float>(cols: &[T], channels: usize, p: &ConvParams, dx: &mut [T], ld: usize) {
+/// Adds `cols` back into `dx` (`[C, H, W]` contiguous), any stride: the adjoint of [`im2col`].
+fn col2im<T: Float>(cols: &[T], channels: usize, p: &ConvParams, dx: &mut [T], ld: usize) {
     let (h, w, oh, ow) = (p.h, p.w, p.oh, p.ow);
     let l = oh * ow;
     for c in 0..channels {
@@ -100,5 +254,72 @@ pub fn col2im<T: Float>(cols: &[T], channels: usize, p: &ConvParams, dx: &mut [T
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(
+        hw: (usize, usize),
+        k: (usize, usize),
+        padding: usize,
+        dilation: usize,
+    ) -> ConvParams {
+        let out = |i: usize, k: usize| i + 2 * padding - dilation * (k - 1);
+        ConvParams {
+            n: 1,
+            c: 2,
+            h: hw.0,
+            w: hw.1,
+            o: 1,
+            kh: k.0,
+            kw: k.1,
+            stride: 1,
+            padding,
+            dilation,
+            groups: 1,
+            oh: out(hw.0, k.0),
+            ow: out(hw.1, k.1),
+        }
+    }
+
+    #[test]
+    fn same_shift_matches_the_general_path() {
+        for p in [
+            params((8, 8), (3, 3), 1, 1),
+            params((5, 3), (3, 3), 1, 1),
+            params((1, 1), (3, 3), 1, 1),
+            params((2, 7), (3, 3), 1, 1),
+            params((6, 6), (3, 3), 2, 2),
+            params((4, 5), (5, 5), 2, 1),
+            params((3, 2), (1, 1), 0, 1),
+        ] {
+            let shift = SameShift::new(&p).expect("same-size stride-1 convolution");
+            let (l, rows) = (p.oh * p.ow, p.c * p.kh * p.kw);
+            let x: Vec<f64> = (0..p.c * p.h * p.w).map(|i| i as f64 + 1.0).collect();
+            let ld = l + 3; // a wider leading dimension, as in the batched convolution
+            let (mut fast, mut slow) = (vec![f64::NAN; rows * ld], vec![f64::NAN; rows * ld]);
+            im2col_same_shift(&x, p.c, &p, &shift, &mut fast, ld);
+            im2col(&x, p.c, &p, &mut slow, ld);
+            for r in 0..rows {
+                assert_eq!(
+                    fast[r * ld..r * ld + l],
+                    slow[r * ld..r * ld + l],
+                    "{p:?} row {r}"
+                );
+            }
+            let cols: Vec<f64> = (0..rows * ld).map(|i| (i % 7) as f64 - 3.0).collect();
+            let (mut fast, mut slow) = (vec![0.5; x.len()], vec![0.5; x.len()]);
+            col2im_same_shift(&cols, p.c, &p, &shift, &mut fast, ld);
+            col2im(&cols, p.c, &p, &mut slow, ld);
+            assert_eq!(fast, slow, "{p:?}");
+        }
+        let strided = ConvParams {
+            stride: 2,
+            ..params((8, 8), (3, 3), 1, 1)
+        };
+        assert!(SameShift::new(&strided).is_none());
     }
 }

@@ -8,5 +8,6 @@ mod gemm;
 mod im2col;
 pub mod relu;
 pub(crate) mod storage;
+mod transpose;
 
 pub use conv2d::{conv2d, ConvParams};

@@ -131,9 +131,9 @@ impl Optimizer for Sgd {
                         self.buffers[i] = Some(b.clone());
                         b
                     } else {
-                        param.clone() // not read
+                        grad.clone() // not read (and never the parameter: it is updated in place)
                     };
-                    p.set(&sgd_fused::updated_param(h, &param, &grad, &buffer)?)?;
+                    sgd_fused::update_param(h, p.as_tensor(), &grad, &buffer)?;
                     continue;
                 }
                 let mut d_p = grad.detach();

@@ -1,9 +1,11 @@
-//! The SGD update of one CPU f32 parameter in two parallel passes (momentum buffer, then
-//! parameter) instead of a chain of candle ops, several of them single-threaded. Every element
+//! The SGD update of one CPU f32 parameter in two parallel passes (a new momentum buffer, then
+//! the parameter in place) instead of a chain of candle ops, several of them single-threaded. Every element
 //! goes through the same f32 operations, in the same order, as the composed path (candle's
 //! `affine(a, 0)` is `x * a + 0`), so results are bit-identical.
 
-use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Shape, Tensor};
+use std::mem::MaybeUninit;
+
+use candle_core::{CpuStorage, CustomOp3, DType, Device, InplaceOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::ops::storage::contiguous_f32;
@@ -41,42 +43,26 @@ pub fn momentum_buffer(
         Some(b) => (b.contiguous()?, false),
         None => (param.clone(), true), // not read
     };
-    param.apply_op3_no_bwd(
-        &grad.contiguous()?,
-        &old,
-        &Update {
-            h,
-            what: What::Buffer { first },
-        },
-    )
+    param.apply_op3_no_bwd(&grad.contiguous()?, &old, &Update { h, first })
 }
 
-/// The updated parameter, given the new momentum buffer (ignored without momentum).
-pub fn updated_param(
+/// Updates the parameter in place, given the new momentum buffer (ignored without momentum):
+/// one pass over memory, where a new tensor plus `Var::set` would be three.
+pub fn update_param(
     h: Hyper,
     param: &Tensor,
     grad: &Tensor,
     buffer: &Tensor,
-) -> candle_core::Result<Tensor> {
-    param.contiguous()?.apply_op3_no_bwd(
-        &grad.contiguous()?,
-        &buffer.contiguous()?,
-        &Update {
-            h,
-            what: What::Param,
-        },
-    )
-}
-
-#[derive(Debug, Clone, Copy)]
-enum What {
-    Buffer { first: bool },
-    Param,
+) -> candle_core::Result<()> {
+    if !param.is_contiguous() {
+        candle_core::bail!("sgd: the parameter is not contiguous")
+    }
+    param.inplace_op3(&grad.contiguous()?, &buffer.contiguous()?, &ParamUpdate(h))
 }
 
 struct Update {
     h: Hyper,
-    what: What,
+    first: bool,
 }
 
 fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
@@ -85,9 +71,22 @@ fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
 
 const CHUNK: usize = 1 << 14;
 
+/// Calls `kernel` with `direction(g, p)`: the gradient after `maximize` and weight decay, the
+/// case chosen outside the loops so that each one vectorises.
+macro_rules! with_direction {
+    ($h:expr, $kernel:ident($($arg:expr),*)) => {
+        match ($h.maximize, $h.weight_decay != 0.0) {
+            (false, false) => $kernel($($arg,)* |g: f32, _p: f32| g),
+            (false, true) => $kernel($($arg,)* |g: f32, p: f32| g + (p * $h.weight_decay + 0.0)),
+            (true, false) => $kernel($($arg,)* |g: f32, _p: f32| -g),
+            (true, true) => $kernel($($arg,)* |g: f32, p: f32| -g + (p * $h.weight_decay + 0.0)),
+        }
+    };
+}
+
 impl CustomOp3 for Update {
     fn name(&self) -> &'static str {
-        "flambeau-sgd-update"
+        "flambeau-sgd-momentum"
     }
 
     fn cpu_fwd(
@@ -103,66 +102,97 @@ impl CustomOp3 for Update {
         if p.len() != g.len() || p.len() != b.len() {
             candle_core::bail!("sgd: parameter, gradient and buffer sizes differ")
         }
-        let h = self.h;
-        let what = self.what;
-        let mut out = vec![0f32; p.len()];
-        out.par_chunks_mut(CHUNK)
+        let (h, first) = (self.h, self.first);
+        // Every element is written below, so the buffer starts uninitialised (no zero fill).
+        let mut out: Vec<f32> = Vec::with_capacity(p.len());
+        out.spare_capacity_mut()
+            .par_chunks_mut(CHUNK)
             .zip(p.par_chunks(CHUNK))
             .zip(g.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-            .for_each(
-                |((o, p), (g, b))| match (h.maximize, h.weight_decay != 0.0) {
-                    (false, false) => kernel(o, p, g, b, &h, what, |g, _| g),
-                    (false, true) => {
-                        kernel(o, p, g, b, &h, what, |g, p| g + (p * h.weight_decay + 0.0))
-                    }
-                    (true, false) => kernel(o, p, g, b, &h, what, |g, _| -g),
-                    (true, true) => {
-                        kernel(o, p, g, b, &h, what, |g, p| -g + (p * h.weight_decay + 0.0))
-                    }
-                },
-            );
+            .for_each(|((o, p), (g, b))| with_direction!(h, momentum_chunk(o, p, g, b, &h, first)));
+        // SAFETY: the chunks above cover the whole capacity and wrote every element.
+        unsafe { out.set_len(p.len()) };
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
 
-/// One chunk, with `direction(g, p)` (the gradient after `maximize` and weight decay) and the
-/// case chosen outside the loop so that each loop vectorises.
+/// `param ← param - lr · step`, in place.
+struct ParamUpdate(Hyper);
+
+impl InplaceOp3 for ParamUpdate {
+    fn name(&self) -> &'static str {
+        "flambeau-sgd-param"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<()> {
+        let (g, b) = (slice(s2, l2)?, slice(s3, l3)?);
+        let p = match (s1, l1.contiguous_offsets()) {
+            (CpuStorage::F32(v), Some((start, end))) => &mut v[start..end],
+            _ => candle_core::bail!("sgd: expected a contiguous f32 parameter"),
+        };
+        if p.len() != g.len() || p.len() != b.len() {
+            candle_core::bail!("sgd: parameter, gradient and buffer sizes differ")
+        }
+        let h = self.0;
+        p.par_chunks_mut(CHUNK)
+            .zip(g.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+            .for_each(|(p, (g, b))| with_direction!(h, param_chunk(p, g, b, &h)));
+        Ok(())
+    }
+}
+
+/// The new momentum buffer for one chunk.
 #[inline(always)]
-fn kernel(
-    o: &mut [f32],
+fn momentum_chunk(
+    out: &mut [MaybeUninit<f32>],
     p: &[f32],
     g: &[f32],
     b: &[f32],
     h: &Hyper,
-    what: What,
+    first: bool,
     direction: impl Fn(f32, f32) -> f32,
 ) {
-    let rows = o.iter_mut().zip(p).zip(g.iter().zip(b));
-    match what {
-        What::Buffer { first: true } => {
-            for ((o, &p), (&g, _)) in rows {
-                *o = direction(g, p);
-            }
+    let rows = out.iter_mut().zip(p).zip(g.iter().zip(b));
+    if first {
+        for ((o, &p), (&g, _)) in rows {
+            o.write(direction(g, p));
         }
-        What::Buffer { first: false } => {
-            for ((o, &p), (&g, &b)) in rows {
-                *o = (b * h.momentum + 0.0) + (direction(g, p) * h.one_minus_dampening + 0.0);
-            }
+    } else {
+        for ((o, &p), (&g, &b)) in rows {
+            o.write((b * h.momentum + 0.0) + (direction(g, p) * h.one_minus_dampening + 0.0));
         }
-        What::Param if h.momentum == 0.0 => {
-            for ((o, &p), (&g, _)) in rows {
-                *o = p + (direction(g, p) * -h.lr + 0.0);
-            }
+    }
+}
+
+/// The parameter update of one chunk, in place.
+#[inline(always)]
+fn param_chunk(
+    p: &mut [f32],
+    g: &[f32],
+    b: &[f32],
+    h: &Hyper,
+    direction: impl Fn(f32, f32) -> f32,
+) {
+    let rows = p.iter_mut().zip(g.iter().zip(b));
+    if h.momentum == 0.0 {
+        for (p, (&g, _)) in rows {
+            *p = *p + (direction(g, *p) * -h.lr + 0.0);
         }
-        What::Param if h.nesterov => {
-            for ((o, &p), (&g, &b)) in rows {
-                *o = p + ((direction(g, p) + (b * h.momentum + 0.0)) * -h.lr + 0.0);
-            }
+    } else if h.nesterov {
+        for (p, (&g, &b)) in rows {
+            *p = *p + ((direction(g, *p) + (b * h.momentum + 0.0)) * -h.lr + 0.0);
         }
-        What::Param => {
-            for ((o, &p), (_, &b)) in rows {
-                *o = p + (b * -h.lr + 0.0);
-            }
+    } else {
+        for (p, (_, &b)) in rows {
+            *p += b * -h.lr + 0.0;
         }
     }
 }
