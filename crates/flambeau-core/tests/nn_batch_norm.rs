@@ -114,3 +114,50 @@ fn batch_norm2d_rejects_wrong_channel_count() {
     let err = bn.forward_t(&x, true).unwrap_err().to_string();
     assert!(err.contains("expects [N, 4, H, W]"), "{err}");
 }
+
+#[test]
+fn fused_batch_norm_relu_equals_batch_norm_then_relu_in_f32() {
+    use candle_core::{DType, Device, Tensor};
+    use flambeau_core::ops::relu::relu;
+    use flambeau_core::VarStore;
+
+    let dev = Device::Cpu;
+    let vs = VarStore::new(&dev, DType::F32);
+    let bn = BatchNorm2d::new(vs.root(), 3, BatchNormConfig::default()).unwrap();
+    let weight = Tensor::new(&[0.5f32, -1.5, 2.0], &dev).unwrap();
+    let bias = Tensor::new(&[0.1f32, 0.2, -0.3], &dev).unwrap();
+    for (name, var) in vs.named_parameters() {
+        var.set(if name == "weight" { &weight } else { &bias })
+            .unwrap();
+    }
+    let values: Vec<f32> = (0..2 * 3 * 4 * 5)
+        .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)
+        .collect();
+    let g = Tensor::from_vec(
+        (0..values.len()).map(|i| (i % 5) as f32 - 2.0).collect::<Vec<_>>(),
+        (2, 3, 4, 5),
+        &dev,
+    )
+    .unwrap();
+    for train in [true, false] {
+        let run = |fused: bool| {
+            let x = Var::from_vec(values.clone(), (2, 3, 4, 5), &dev).unwrap();
+            let y = if fused {
+                bn.forward_relu_t(x.as_tensor(), train).unwrap()
+            } else {
+                relu(&bn.forward_t(x.as_tensor(), train).unwrap()).unwrap()
+            };
+            let grads = (&y * &g).unwrap().sum_all().unwrap().backward().unwrap();
+            let mut out = vec![y, grads.get(x.as_tensor()).unwrap().clone()];
+            for (_, var) in vs.named_parameters() {
+                out.push(grads.get(var.as_tensor()).unwrap().clone());
+            }
+            out
+        };
+        let (fused, composed) = (run(true), run(false));
+        assert!(fused[0].min_all().unwrap().to_scalar::<f32>().unwrap() == 0.0);
+        for (i, (a, b)) in fused.iter().zip(&composed).enumerate() {
+            assert_close(&format!("train {train}, output {i}"), a, b, 1e-6, 1e-6);
+        }
+    }
+}

@@ -156,13 +156,18 @@ impl BatchNorm2d {
 }
 
 impl BatchNorm2d {
-    /// The CPU f32 path: one fused op (see [`ops::batch_norm`]).
-    fn forward_fused(
-        &self,
-        xs: &Tensor,
-        train: bool,
-        use_batch_stats: bool,
-    ) -> candle_core::Result<Tensor> {
+    /// `relu(self.forward_t(xs, train))`; on the CPU in f32 one fused op, forward and backward.
+    pub fn forward_relu_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        if ops::batch_norm::supported(xs) {
+            self.check_input(xs)?;
+            return self.forward_fused(xs, train, true);
+        }
+        ops::relu::relu(&self.forward_t(xs, train)?)
+    }
+
+    /// The CPU f32 path: one fused op (see [`ops::batch_norm`]), ReLU included if `relu`.
+    fn forward_fused(&self, xs: &Tensor, train: bool, relu: bool) -> candle_core::Result<Tensor> {
+        let use_batch_stats = train || self.running.is_none();
         let stats = match (&self.running, use_batch_stats) {
             (Some(r), false) => Statistics::Running {
                 mean: to_f64s(r.mean.as_tensor())?,
@@ -177,7 +182,12 @@ impl BatchNorm2d {
                 (ones.clone(), ones.zeros_like()?)
             }
         };
-        let (y, used) = ops::batch_norm::batch_norm(xs, &weight, &bias, stats, self.config.eps)?;
+        let fused = if relu {
+            ops::batch_norm::batch_norm_relu
+        } else {
+            ops::batch_norm::batch_norm
+        };
+        let (y, used) = fused(xs, &weight, &bias, stats, self.config.eps)?;
         if let (true, true, Some(running)) = (train, use_batch_stats, &self.running) {
             let dev = xs.device();
             let as_tensor = |v: Vec<f64>| Tensor::from_vec(v, self.num_features, dev);
@@ -205,10 +215,10 @@ fn per_channel(t: &Tensor) -> candle_core::Result<Tensor> {
 impl ModuleT for BatchNorm2d {
     fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         self.check_input(xs)?;
-        let use_batch_stats = train || self.running.is_none();
         if ops::batch_norm::supported(xs) {
-            return self.forward_fused(xs, train, use_batch_stats);
+            return self.forward_fused(xs, train, false);
         }
+        let use_batch_stats = train || self.running.is_none();
         let (mean, var) = if use_batch_stats {
             let (n, c, h, w) = xs.dims4()?;
             // Statistics in f32 at least, so f16/bf16 models keep their precision.

@@ -9,7 +9,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::storage::contiguous_f32;
@@ -52,6 +52,29 @@ pub fn batch_norm(
     stats: Statistics,
     eps: f64,
 ) -> candle_core::Result<(Tensor, BatchStats)> {
+    fused(x, weight, bias, stats, eps, false)
+}
+
+/// `relu(batch_norm(x))` as one op: the ReLU costs no pass of its own, forward or backward,
+/// and no extra node for autograd to accumulate a gradient into.
+pub fn batch_norm_relu(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    stats: Statistics,
+    eps: f64,
+) -> candle_core::Result<(Tensor, BatchStats)> {
+    fused(x, weight, bias, stats, eps, true)
+}
+
+fn fused(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    stats: Statistics,
+    eps: f64,
+    relu: bool,
+) -> candle_core::Result<(Tensor, BatchStats)> {
     let (n, c, h, w) = x.dims4()?;
     let dims = Dims { n, c, hw: h * w };
     let saved = Arc::new(Mutex::new(Saved::default()));
@@ -59,6 +82,7 @@ pub fn batch_norm(
         dims,
         eps,
         stats,
+        relu,
         saved: saved.clone(),
     };
     let y = x.contiguous()?.apply_op3(
@@ -95,6 +119,8 @@ struct BatchNormOp {
     dims: Dims,
     eps: f64,
     stats: Statistics,
+    /// Whether a ReLU follows (fused).
+    relu: bool,
     saved: Arc<Mutex<Saved>>,
 }
 
@@ -112,14 +138,38 @@ fn channel_sums(
     (a, b)
 }
 
+/// Lanes of the f64 accumulators: independent chains the compiler turns into one AVX-512
+/// vector (a single running sum would wait on the adder's latency at every element).
+const LANES: usize = 8;
+
+/// `(Σ f(i), Σ g(i))` over `0..len` in f64, lane by lane, lanes combined in order.
+#[inline(always)]
+fn two_sums(len: usize, f: impl Fn(usize) -> (f64, f64)) -> (f64, f64) {
+    let (mut a, mut b) = ([0f64; LANES], [0f64; LANES]);
+    let full = len / LANES * LANES;
+    for base in (0..full).step_by(LANES) {
+        for lane in 0..LANES {
+            let (fa, fb) = f(base + lane);
+            a[lane] += fa;
+            b[lane] += fb;
+        }
+    }
+    for i in full..len {
+        let (fa, fb) = f(i);
+        a[i - full] += fa;
+        b[i - full] += fb;
+    }
+    (a.iter().sum(), b.iter().sum())
+}
+
 /// Batch mean and biased variance per channel (sums in f64: one pass, no cancellation trouble
 /// for f32 inputs).
 fn batch_statistics(d: Dims, x: &[f32]) -> BatchStats {
     let (sum, sum_sq) = channel_sums(d, |i| {
         let plane = &x[i * d.hw..(i + 1) * d.hw];
-        plane.iter().fold((0.0, 0.0), |(s, q), &v| {
-            let v = v as f64;
-            (s + v, q + v * v)
+        two_sums(plane.len(), |j| {
+            let v = plane[j] as f64;
+            (v, v * v)
         })
     });
     let m = d.m() as f64;
@@ -173,13 +223,22 @@ impl CustomOp3 for BatchNormOp {
             .map(|c| (beta[c] as f64 - stats.mean[c] * gamma[c] as f64 * inv_std[c]) as f32)
             .collect();
         let mut y = vec![0f32; x.len()];
+        let relu = self.relu;
         y.par_chunks_mut(d.hw.max(1))
             .zip(x.par_chunks(d.hw.max(1)))
             .enumerate()
             .for_each(|(i, (yp, xp))| {
                 let (a, b) = (scale[i % d.c], shift[i % d.c]);
-                for (o, &v) in yp.iter_mut().zip(xp) {
-                    *o = v * a + b;
+                if relu {
+                    for (o, &v) in yp.iter_mut().zip(xp) {
+                        let v = v * a + b;
+                        // NaN stays NaN, as in PyTorch's ReLU.
+                        *o = if v > 0.0 || v.is_nan() { v } else { 0.0 };
+                    }
+                } else {
+                    for (o, &v) in yp.iter_mut().zip(xp) {
+                        *o = v * a + b;
+                    }
                 }
             });
         *self.saved.lock().expect("not poisoned") = Saved { stats, inv_std };
@@ -191,7 +250,7 @@ impl CustomOp3 for BatchNormOp {
         x: &Tensor,
         weight: &Tensor,
         _bias: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let saved = self.saved.lock().expect("not poisoned");
@@ -202,9 +261,10 @@ impl CustomOp3 for BatchNormOp {
             inv_std: saved.inv_std.clone(),
             gamma: weight.to_dtype(DType::F32)?.to_vec1()?,
             batch_stats: matches!(self.stats, Statistics::Batch),
+            relu: self.relu,
             sums: sums.clone(),
         };
-        let dx = x.apply_op2_no_bwd(&grad.to_dtype(DType::F32)?.contiguous()?, &op)?;
+        let dx = x.apply_op3_no_bwd(&grad.to_dtype(DType::F32)?.contiguous()?, res, &op)?;
         let (dgamma, dbeta) = sums.lock().expect("not poisoned").clone();
         let to_tensor = |v: Vec<f64>| -> candle_core::Result<Tensor> {
             let v: Vec<f32> = v.into_iter().map(|x| x as f32).collect();
@@ -214,7 +274,8 @@ impl CustomOp3 for BatchNormOp {
     }
 }
 
-/// `(x, dy) → dx`; leaves `(dweight, dbias)` in `sums`.
+/// `(x, dy, y) → dx`; leaves `(dweight, dbias)` in `sums`. `y`, the forward's output, is
+/// read only with a fused ReLU: the gradient passes where `y > 0`.
 struct BatchNormBackward {
     dims: Dims,
     mean: Vec<f64>,
@@ -222,10 +283,21 @@ struct BatchNormBackward {
     gamma: Vec<f32>,
     /// Whether the statistics came from the batch (then they depend on `x` too).
     batch_stats: bool,
+    relu: bool,
     sums: Arc<Mutex<(Vec<f64>, Vec<f64>)>>,
 }
 
-impl CustomOp2 for BatchNormBackward {
+/// The gradient reaching the normalisation: `dy`, or with a fused ReLU `dy` where `y > 0`.
+#[inline(always)]
+fn gated(relu: bool, g: f32, y: f32) -> f32 {
+    if !relu || y > 0.0 {
+        g
+    } else {
+        0.0
+    }
+}
+
+impl CustomOp3 for BatchNormBackward {
     fn name(&self) -> &'static str {
         "flambeau-batch-norm-backward"
     }
@@ -236,18 +308,26 @@ impl CustomOp2 for BatchNormBackward {
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let d = self.dims;
         let hw = d.hw.max(1);
         let x = contiguous_f32(s1, l1, "batch_norm input")?;
         let dy = contiguous_f32(s2, l2, "batch_norm gradient")?;
+        let y = contiguous_f32(s3, l3, "batch_norm output")?;
+        if dy.len() != x.len() || y.len() != x.len() {
+            candle_core::bail!("batch_norm backward: input, gradient and output sizes differ")
+        }
+        let relu = self.relu;
         // Σ dy and Σ dy·(x - mean) per channel.
         let (sum_dy, sum_dy_xmu) = channel_sums(d, |i| {
             let mu = self.mean[i % d.c];
-            let (xp, gp) = (&x[i * d.hw..(i + 1) * d.hw], &dy[i * d.hw..(i + 1) * d.hw]);
-            xp.iter().zip(gp).fold((0.0, 0.0), |(s, t), (&xv, &g)| {
-                let g = g as f64;
-                (s + g, t + g * (xv as f64 - mu))
+            let plane = i * d.hw..(i + 1) * d.hw;
+            let (xp, gp, yp) = (&x[plane.clone()], &dy[plane.clone()], &y[plane]);
+            two_sums(xp.len(), |j| {
+                let g = gated(relu, gp[j], yp[j]) as f64;
+                (g, g * (xp[j] as f64 - mu))
             })
         });
         let m = d.m() as f64;
@@ -269,13 +349,16 @@ impl CustomOp2 for BatchNormBackward {
         }
         let mut dx = vec![0f32; x.len()];
         dx.par_chunks_mut(hw)
-            .zip(x.par_chunks(hw).zip(dy.par_chunks(hw)))
+            .zip(
+                x.par_chunks(hw)
+                    .zip(dy.par_chunks(hw).zip(y.par_chunks(hw))),
+            )
             .enumerate()
-            .for_each(|(i, (dxp, (xp, gp)))| {
+            .for_each(|(i, (dxp, (xp, (gp, yp))))| {
                 let ch = i % c;
                 let (k, a, b, mu) = (k[ch], a[ch], b[ch], mu[ch]);
-                for ((o, &xv), &g) in dxp.iter_mut().zip(xp).zip(gp) {
-                    *o = k * g - a - b * (xv - mu);
+                for ((o, &xv), (&g, &yv)) in dxp.iter_mut().zip(xp).zip(gp.iter().zip(yp)) {
+                    *o = k * gated(relu, g, yv) - a - b * (xv - mu);
                 }
             });
         let dgamma = (0..c).map(|ch| sum_dy_xmu[ch] * self.inv_std[ch]).collect();

@@ -2,7 +2,7 @@
 
 use candle_core::{ModuleT, Tensor};
 use flambeau_core::nn::{BatchNorm2d, BatchNormConfig, Conv2d, Conv2dConfig};
-use flambeau_core::ops::relu::{add_relu, relu};
+use flambeau_core::ops::relu::add_relu;
 use flambeau_core::VarBuilder;
 
 use super::resnet::{conv_init, Downsample};
@@ -72,16 +72,12 @@ impl Bottleneck {
 
 impl ModuleT for Bottleneck {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let out = relu(
-            &self
-                .bn1
-                .forward_t(&self.conv1.forward_t(x, train)?, train)?,
-        )?;
-        let out = relu(
-            &self
-                .bn2
-                .forward_t(&self.conv2.forward_t(&out, train)?, train)?,
-        )?;
+        let out = self
+            .bn1
+            .forward_relu_t(&self.conv1.forward_t(x, train)?, train)?;
+        let out = self
+            .bn2
+            .forward_relu_t(&self.conv2.forward_t(&out, train)?, train)?;
         let out = self
             .bn3
             .forward_t(&self.conv3.forward_t(&out, train)?, train)?;

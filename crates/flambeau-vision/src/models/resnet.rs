@@ -5,7 +5,6 @@ use flambeau_core::nn::{
     AdaptiveAvgPool2d, BatchNorm2d, BatchNormConfig, Conv2d, Conv2dConfig, Linear, MaxPool2d,
     MaxPool2dConfig,
 };
-use flambeau_core::ops::relu::relu;
 use flambeau_core::{FanMode, Init, Nonlinearity, VarBuilder};
 
 use super::basic_block::BasicBlock;
@@ -287,7 +286,7 @@ impl ModuleT for ResNet {
                 x.dims()
             )
         }
-        let mut x = relu(&self.bn1.forward_t(&self.conv1.forward(x)?, train)?)?;
+        let mut x = self.bn1.forward_relu_t(&self.conv1.forward(x)?, train)?;
         x = self.maxpool.forward(&x)?;
         for stage in &self.stages {
             for block in stage {
