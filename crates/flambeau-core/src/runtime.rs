@@ -6,7 +6,10 @@
 //! end. glibc returns every block above its mmap threshold (a few MiB once it adapts) to the
 //! kernel, so each step faults the same memory in again, page by page: about a fifth of a
 //! ResNet-18 eval step at 224×224 on this project's reference machine. [`reuse_freed_buffers`]
-//! raises the thresholds so that freed buffers stay in the heap and the next step reuses them.
+//! raises the thresholds so that freed buffers stay in the heap and the next step reuses them,
+//! and keeps every thread on the main heap: the per-thread heaps glibc gives worker threads
+//! release their memory when emptied, whatever the thresholds (five times the page faults of a
+//! ResNet-18 training step at 32×32).
 //!
 //! ## candle's element-wise thread pool
 //!
@@ -66,6 +69,7 @@ pub fn reuse_freed_buffers() -> bool {
         unsafe {
             libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
                 && libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+                && libc::mallopt(libc::M_ARENA_MAX, 1) == 1
         }
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]

@@ -134,7 +134,9 @@ fn fused_batch_norm_relu_equals_batch_norm_then_relu_in_f32() {
         .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)
         .collect();
     let g = Tensor::from_vec(
-        (0..values.len()).map(|i| (i % 5) as f32 - 2.0).collect::<Vec<_>>(),
+        (0..values.len())
+            .map(|i| (i % 5) as f32 - 2.0)
+            .collect::<Vec<_>>(),
         (2, 3, 4, 5),
         &dev,
     )

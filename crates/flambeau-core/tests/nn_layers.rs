@@ -2,7 +2,7 @@
 
 mod common;
 
-use candle_core::Module;
+use candle_core::{Device, Module, Tensor, Var};
 use common::{forward_backward, load_params, nn_fixture, store};
 use flambeau_core::nn::{
     AdaptiveAvgPool2d, Conv2d, Conv2dConfig, Flatten, Linear, MaxPool2d, MaxPool2dConfig,
@@ -119,6 +119,76 @@ fn max_pool2d_works_in_f32_and_rejects_oversized_padding() {
 }
 
 #[test]
+fn conv2d_computes_only_the_gradients_autograd_needs() {
+    use flambeau_core::ops::conv2d;
+    let dev = Device::Cpu;
+    let x = Tensor::from_vec(
+        (0..2 * 3 * 5 * 5).map(|i| i as f32 / 10.0).collect(),
+        (2, 3, 5, 5),
+        &dev,
+    )
+    .unwrap();
+    let w = Tensor::from_vec(
+        (0..4 * 3 * 3 * 3).map(|i| (i % 7) as f32 - 3.0).collect(),
+        (4, 3, 3, 3),
+        &dev,
+    )
+    .unwrap();
+    // A frozen input (an image): only the weight gets a gradient.
+    let wv = Var::from_tensor(&w).unwrap();
+    let grads = conv2d(&x, wv.as_tensor(), 1, 1, 1, 1)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert!(grads.get(&x).is_none());
+    let dw = grads.get(wv.as_tensor()).unwrap().clone();
+    // A frozen weight: only the input does; the same values as when both are variables.
+    let xv = Var::from_tensor(&x).unwrap();
+    let grads = conv2d(xv.as_tensor(), &w, 1, 1, 1, 1)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert!(grads.get(&w).is_none());
+    let dx = grads.get(xv.as_tensor()).unwrap().clone();
+    let grads = conv2d(xv.as_tensor(), wv.as_tensor(), 1, 1, 1, 1)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert_close("dx", &dx, grads.get(xv.as_tensor()).unwrap(), 0.0, 0.0);
+    assert_close("dw", &dw, grads.get(wv.as_tensor()).unwrap(), 0.0, 0.0);
+}
+
+#[test]
+fn max_pool2d_second_backward_recomputes_the_same_gradient() {
+    let t = nn_fixture("pool_resnet_stem");
+    let pool = MaxPool2d::new(MaxPool2dConfig {
+        kernel_size: 3,
+        stride: Some(2),
+        padding: 1,
+        dilation: 1,
+        ceil_mode: false,
+    });
+    // Zeros from a ReLU make ties: the first maximum of each window gets the gradient.
+    let x = Var::from_tensor(&t["x"].relu().unwrap()).unwrap();
+    let loss = pool.forward(x.as_tensor()).unwrap().sum_all().unwrap();
+    let first = loss.backward().unwrap(); // from the indices the forward kept
+    let second = loss.backward().unwrap(); // recomputed
+    assert_close(
+        "second backward",
+        second.get(x.as_tensor()).unwrap(),
+        first.get(x.as_tensor()).unwrap(),
+        0.0,
+        0.0,
+    );
+}
+
+#[test]
 fn adaptive_avg_pool2d_matches_pytorch() {
     for (name, size) in [("adaptive_1x1", (1, 1)), ("adaptive_3x2", (3, 2))] {
         let pool = AdaptiveAvgPool2d::new(size);
@@ -146,7 +216,6 @@ fn flatten_follows_pytorch_dims() {
 /// positive (`threshold_backward`), for both inputs of the residual form.
 #[test]
 fn relu_and_residual_relu_follow_pytorch() {
-    use candle_core::{Device, Var};
     use flambeau_core::ops::relu::{add_relu, relu};
     let a = Var::new(&[-2f32, -0.0, 0.5, f32::NAN, 3.0], &Device::Cpu).unwrap();
     let b = Var::new(&[1f32, 0.0, -1.0, 1.0, -1.0], &Device::Cpu).unwrap();

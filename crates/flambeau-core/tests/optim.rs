@@ -220,3 +220,45 @@ fn split_by_name_makes_backbone_and_head_groups() {
     assert_eq!(opt.lr(0), 1e-3);
     assert_eq!(opt.lr(1), 1e-4);
 }
+
+/// The fused SGD step updates its momentum buffers in place; the state dicts it hands out and
+/// takes in must not change with later steps (checkpoints are snapshots).
+#[test]
+fn sgd_state_dicts_are_snapshots() {
+    let grads = load_tensors(&fixture("flambeau-core", "optim/grads.safetensors"));
+    let t = load_tensors(&fixture("flambeau-core", "optim/sgd_momentum.safetensors"));
+    let (_vs, ps) = params(&t);
+    let config = SgdConfig {
+        lr: 0.1,
+        momentum: 0.9,
+        ..Default::default()
+    };
+    let mut opt = Sgd::new(vec![ParamGroup::new(ps.clone())], config).unwrap();
+    opt.step(&grads_of(&ps, &step_grads(&grads, 0))).unwrap();
+    let buffer = |sd: &Value| -> Vec<f32> {
+        let state = sd.get("state").unwrap().as_dict().unwrap();
+        let b = state.get_value(&Value::Int(0)).unwrap();
+        let t = b.get("momentum_buffer").unwrap().as_tensor().unwrap();
+        t.flatten_all().unwrap().to_vec1().unwrap()
+    };
+    let saved = opt.state_dict();
+    let before = buffer(&saved);
+    opt.step(&grads_of(&ps, &step_grads(&grads, 1))).unwrap();
+    assert_eq!(
+        buffer(&saved),
+        before,
+        "a later step changed a saved state dict"
+    );
+    assert_ne!(buffer(&opt.state_dict()), before, "the buffer did not move");
+
+    let mut resumed = Sgd::new(vec![ParamGroup::new(ps.clone())], config).unwrap();
+    resumed.load_state_dict(&saved).unwrap();
+    resumed
+        .step(&grads_of(&ps, &step_grads(&grads, 2)))
+        .unwrap();
+    assert_eq!(
+        buffer(&saved),
+        before,
+        "a step changed the state dict it was loaded from"
+    );
+}

@@ -2,8 +2,11 @@
 //!
 //! candle's own max-pool has no backward when kernel ≠ stride (ResNet's stem is 3×3 stride 2
 //! padding 1), so this is a custom op: the forward takes the max of each window (padding counts
-//! as -∞, the first maximum wins and NaN propagates, as in PyTorch) and the backward recomputes
-//! each window's arg-max and routes the gradient there. Planes run in parallel with rayon.
+//! as -∞, the first maximum wins and NaN propagates, as in PyTorch) and, when a gradient will be
+//! needed, keeps each window's arg-max; the backward routes the gradient there (recomputing the
+//! arg-max if a second backward pass finds the indices used up). Planes run in parallel.
+
+use std::sync::{Arc, Mutex};
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Module, Shape, Tensor};
@@ -101,12 +104,16 @@ pub fn max_pool2d(xs: &Tensor, c: &MaxPool2dConfig) -> candle_core::Result<Tenso
         )
     }
     let op = MaxPoolOp {
-        k: c.kernel_size,
-        s: stride,
-        p: c.padding,
-        d: c.dilation,
-        oh: output_size(h, c.kernel_size, stride, c.padding, c.dilation, c.ceil_mode)?,
-        ow: output_size(w, c.kernel_size, stride, c.padding, c.dilation, c.ceil_mode)?,
+        geometry: Geometry {
+            k: c.kernel_size,
+            s: stride,
+            p: c.padding,
+            d: c.dilation,
+            oh: output_size(h, c.kernel_size, stride, c.padding, c.dilation, c.ceil_mode)?,
+            ow: output_size(w, c.kernel_size, stride, c.padding, c.dilation, c.ceil_mode)?,
+        },
+        keep_indices: xs.track_op(),
+        indices: Arc::new(Mutex::new(None)),
     };
     match xs.dtype() {
         DType::F32 | DType::F64 => xs.contiguous()?.apply_op1(op),
@@ -119,7 +126,7 @@ pub fn max_pool2d(xs: &Tensor, c: &MaxPool2dConfig) -> candle_core::Result<Tenso
 }
 
 #[derive(Debug, Clone, Copy)]
-struct MaxPoolOp {
+struct Geometry {
     k: usize,
     s: usize,
     p: usize,
@@ -128,95 +135,134 @@ struct MaxPoolOp {
     ow: usize,
 }
 
-/// For each output row (or column), the input rows (columns) its window covers, padding left out.
-fn windows(out: usize, input: usize, k: usize, s: usize, p: usize, d: usize) -> Vec<Vec<usize>> {
-    (0..out)
-        .map(|o| {
-            (0..k)
-                .map(|t| (o * s + t * d) as isize - p as isize)
-                .filter(|&i| i >= 0 && i < input as isize)
-                .map(|i| i as usize)
-                .collect()
-        })
-        .collect()
+/// The input indices one output row (or column) pools: `start, start + dilation, …`
+/// (`count` of them; the padding left out).
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    start: usize,
+    count: usize,
 }
 
-impl MaxPoolOp {
-    /// The row and column windows of an `h × w` input.
-    fn windows(&self, h: usize, w: usize) -> (Vec<Vec<usize>>, Vec<Vec<usize>>) {
-        (
-            windows(self.oh, h, self.k, self.s, self.p, self.d),
-            windows(self.ow, w, self.k, self.s, self.p, self.d),
-        )
+impl Geometry {
+    fn windows(&self, out: usize, input: usize) -> Vec<Window> {
+        (0..out)
+            .map(|o| {
+                // Tap `t` reads `o·s + t·d - p`, increasing with `t`.
+                let first_at_least = |limit: usize| {
+                    (0..self.k)
+                        .find(|&t| o * self.s + t * self.d >= limit)
+                        .unwrap_or(self.k)
+                };
+                let (lo, hi) = (first_at_least(self.p), first_at_least(self.p + input));
+                Window {
+                    start: (o * self.s + lo * self.d).saturating_sub(self.p),
+                    count: hi.saturating_sub(lo),
+                }
+            })
+            .collect()
     }
 
-    /// Flat index (within the plane) of the maximum of the window `rows × cols`: the first
-    /// maximum, or the last NaN (PyTorch's rule).
+    /// Flat index (within the plane) of the maximum of a window: the first maximum in row
+    /// order, or the last NaN (PyTorch's rule). The window is not empty.
     #[inline]
     fn argmax<T: Copy + PartialOrd>(
+        &self,
         plane: &[T],
         w: usize,
-        rows: &[usize],
-        cols: &[usize],
+        rows: Window,
+        cols: Window,
     ) -> usize {
-        let mut best_at = rows[0] * w + cols[0];
+        let mut best_at = rows.start * w + cols.start;
         let mut best = plane[best_at];
-        for &iy in rows {
-            let row = &plane[iy * w..(iy + 1) * w];
-            for &ix in cols {
-                let v = row[ix];
+        for r in 0..rows.count {
+            let row_at = (rows.start + r * self.d) * w;
+            for c in 0..cols.count {
+                let at = row_at + cols.start + c * self.d;
+                let v = plane[at];
                 // `v != v` is NaN: PyTorch propagates it.
                 #[allow(clippy::eq_op)]
                 if v > best || v != v {
                     best = v;
-                    best_at = iy * w + ix;
+                    best_at = at;
                 }
             }
         }
         best_at
     }
 
+    /// The pooled planes, and each output's arg-max within its plane if `keep_indices`.
     fn forward<T: Copy + PartialOrd + Send + Sync + num_traits::Float>(
         &self,
         input: &[T],
         planes: usize,
         h: usize,
         w: usize,
-    ) -> Vec<T> {
+        keep_indices: bool,
+    ) -> (Vec<T>, Option<Vec<u32>>) {
         let (oh, ow) = (self.oh, self.ow);
-        let (rows, cols) = self.windows(h, w);
+        let (rows, cols) = (self.windows(oh, h), self.windows(ow, w));
         let mut out = vec![T::neg_infinity(); planes * oh * ow];
-        out.par_chunks_mut(oh * ow).enumerate().for_each(|(p, o)| {
+        let mut indices = vec![0u32; if keep_indices { out.len() } else { 0 }];
+        let index_chunk = if keep_indices { oh * ow } else { 0 };
+        let pool = |p: usize, o: &mut [T], idx: &mut [u32]| {
             let plane = &input[p * h * w..(p + 1) * h * w];
-            for (rows, o) in rows.iter().zip(o.chunks_mut(ow)) {
-                for (cols, o) in cols.iter().zip(o) {
-                    if !rows.is_empty() && !cols.is_empty() {
-                        *o = plane[Self::argmax(plane, w, rows, cols)];
+            for (oy, &rw) in rows.iter().enumerate() {
+                for (ox, &cw) in cols.iter().enumerate() {
+                    if rw.count == 0 || cw.count == 0 {
+                        continue;
+                    }
+                    let at = self.argmax(plane, w, rw, cw);
+                    o[oy * ow + ox] = plane[at];
+                    if keep_indices {
+                        idx[oy * ow + ox] = at as u32;
                     }
                 }
             }
-        });
-        out
+        };
+        if keep_indices {
+            out.par_chunks_mut(oh * ow)
+                .zip(indices.par_chunks_mut(index_chunk))
+                .enumerate()
+                .for_each(|(p, (o, idx))| pool(p, o, idx));
+        } else {
+            out.par_chunks_mut(oh * ow)
+                .enumerate()
+                .for_each(|(p, o)| pool(p, o, &mut []));
+        }
+        (out, keep_indices.then_some(indices))
     }
 
+    /// The input gradient: each output's gradient added at its arg-max (recomputed from the
+    /// input when the forward kept no indices).
     fn backward<T: Copy + PartialOrd + Send + Sync + num_traits::Float>(
         &self,
         input: &[T],
         grad: &[T],
+        indices: Option<&[u32]>,
         planes: usize,
         h: usize,
         w: usize,
     ) -> Vec<T> {
         let (oh, ow) = (self.oh, self.ow);
-        let (rows, cols) = self.windows(h, w);
+        let (rows, cols) = (self.windows(oh, h), self.windows(ow, w));
         let mut gin = vec![T::zero(); planes * h * w];
         gin.par_chunks_mut(h * w).enumerate().for_each(|(p, gi)| {
-            let plane = &input[p * h * w..(p + 1) * h * w];
             let g = &grad[p * oh * ow..(p + 1) * oh * ow];
-            for (rows, g) in rows.iter().zip(g.chunks(ow)) {
-                for (cols, &g) in cols.iter().zip(g) {
-                    if !rows.is_empty() && !cols.is_empty() {
-                        let i = Self::argmax(plane, w, rows, cols);
+            if let Some(indices) = indices {
+                let idx = &indices[p * oh * ow..(p + 1) * oh * ow];
+                for ((o, &g), &i) in g.iter().enumerate().zip(idx) {
+                    let (oy, ox) = (o / ow, o % ow);
+                    if rows[oy].count > 0 && cols[ox].count > 0 {
+                        gi[i as usize] = gi[i as usize] + g;
+                    }
+                }
+                return;
+            }
+            let plane = &input[p * h * w..(p + 1) * h * w];
+            for (&rw, g) in rows.iter().zip(g.chunks(ow)) {
+                for (&cw, &g) in cols.iter().zip(g) {
+                    if rw.count > 0 && cw.count > 0 {
+                        let i = self.argmax(plane, w, rw, cw);
                         gi[i] = gi[i] + g;
                     }
                 }
@@ -224,6 +270,13 @@ impl MaxPoolOp {
         });
         gin
     }
+}
+
+/// The pooling op; in training it keeps each output's arg-max for the backward pass.
+struct MaxPoolOp {
+    geometry: Geometry,
+    keep_indices: bool,
+    indices: Arc<Mutex<Option<Vec<u32>>>>,
 }
 
 fn contiguous_slice<'a, T>(data: &'a [T], layout: &Layout) -> candle_core::Result<&'a [T]> {
@@ -241,16 +294,21 @@ impl CustomOp1 for MaxPoolOp {
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = layout.shape().dims4()?;
-        let shape = Shape::from((n, c, self.oh, self.ow));
-        let out = match storage {
+        let g = &self.geometry;
+        let shape = Shape::from((n, c, g.oh, g.ow));
+        let keep = self.keep_indices && h * w <= u32::MAX as usize;
+        let (out, indices) = match storage {
             CpuStorage::F32(v) => {
-                CpuStorage::F32(self.forward(contiguous_slice(v, layout)?, n * c, h, w))
+                let (out, idx) = g.forward(contiguous_slice(v, layout)?, n * c, h, w, keep);
+                (CpuStorage::F32(out), idx)
             }
             CpuStorage::F64(v) => {
-                CpuStorage::F64(self.forward(contiguous_slice(v, layout)?, n * c, h, w))
+                let (out, idx) = g.forward(contiguous_slice(v, layout)?, n * c, h, w, keep);
+                (CpuStorage::F64(out), idx)
             }
             s => candle_core::bail!("max_pool2d: unsupported dtype {:?}", s.dtype()),
         };
+        *self.indices.lock().expect("not poisoned") = indices;
         Ok((out, shape))
     }
 
@@ -261,12 +319,19 @@ impl CustomOp1 for MaxPoolOp {
         grad_res: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
         let grad = grad_res.contiguous()?;
-        Ok(Some(arg.apply_op2_no_bwd(&grad, &MaxPoolBackward(*self))?))
+        let backward = MaxPoolBackward {
+            geometry: self.geometry,
+            indices: self.indices.lock().expect("not poisoned").take(),
+        };
+        Ok(Some(arg.apply_op2_no_bwd(&grad, &backward)?))
     }
 }
 
 /// `(input, grad_output) → grad_input` for [`MaxPoolOp`].
-struct MaxPoolBackward(MaxPoolOp);
+struct MaxPoolBackward {
+    geometry: Geometry,
+    indices: Option<Vec<u32>>,
+}
 
 impl CustomOp2 for MaxPoolBackward {
     fn name(&self) -> &'static str {
@@ -281,17 +346,24 @@ impl CustomOp2 for MaxPoolBackward {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = l1.shape().dims4()?;
+        let g = &self.geometry;
+        let indices = self.indices.as_deref();
+        if indices.is_some_and(|i| i.len() != l2.shape().elem_count()) {
+            candle_core::bail!("max_pool2d backward: gradient shape does not match the forward")
+        }
         let out = match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(g)) => CpuStorage::F32(self.0.backward(
+            (CpuStorage::F32(x), CpuStorage::F32(d)) => CpuStorage::F32(g.backward(
                 contiguous_slice(x, l1)?,
-                contiguous_slice(g, l2)?,
+                contiguous_slice(d, l2)?,
+                indices,
                 n * c,
                 h,
                 w,
             )),
-            (CpuStorage::F64(x), CpuStorage::F64(g)) => CpuStorage::F64(self.0.backward(
+            (CpuStorage::F64(x), CpuStorage::F64(d)) => CpuStorage::F64(g.backward(
                 contiguous_slice(x, l1)?,
-                contiguous_slice(g, l2)?,
+                contiguous_slice(d, l2)?,
+                indices,
                 n * c,
                 h,
                 w,

@@ -133,8 +133,8 @@ pub fn conv2d(
     };
     let op = Conv2dOp {
         p,
-        // Only a forward whose backward will run keeps its im2col matrix.
-        keep_cols: conv2d_batched::preferred(&p) && (x.track_op() || w.track_op()),
+        // Only a forward whose weight gradient will be computed keeps its im2col matrix.
+        keep_cols: conv2d_batched::preferred(&p) && w.track_op(),
         cols: Arc::new(Mutex::new(None)),
     };
     x.contiguous()?.apply_op2(&w.contiguous()?, op)
@@ -361,10 +361,18 @@ impl CustomOp2 for Conv2dOp {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
-        let dx = grad.apply_op2_no_bwd(w, &ConvInputGrad(self.p))?;
+        // Only the gradients autograd will use: not the image's (a network's first layer),
+        // nor a frozen weight's.
+        let dx = x
+            .track_op()
+            .then(|| grad.apply_op2_no_bwd(w, &ConvInputGrad(self.p)))
+            .transpose()?;
         let kept = self.cols.lock().expect("not poisoned").take();
-        let dw = x.apply_op2_no_bwd(&grad, &ConvWeightGrad { p: self.p, kept })?;
-        Ok((Some(dx), Some(dw)))
+        let dw = w
+            .track_op()
+            .then(|| x.apply_op2_no_bwd(&grad, &ConvWeightGrad { p: self.p, kept }))
+            .transpose()?;
+        Ok((dx, dw))
     }
 }
 

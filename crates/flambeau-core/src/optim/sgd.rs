@@ -127,7 +127,7 @@ impl Optimizer for Sgd {
                     let (param, grad) = (p.as_tensor().detach(), grad.detach());
                     let buffer = if momentum != 0.0 {
                         let b =
-                            sgd_fused::momentum_buffer(h, &param, &grad, self.buffers[i].as_ref())?;
+                            sgd_fused::momentum_buffer(h, &param, &grad, self.buffers[i].clone())?;
                         self.buffers[i] = Some(b.clone());
                         b
                     } else {
@@ -173,7 +173,8 @@ impl Optimizer for Sgd {
             .enumerate()
             .filter_map(|(i, (b, _))| {
                 let mut d = Dict::new(DictKind::Plain);
-                d.insert("momentum_buffer", b.clone()?);
+                // A copy: the step updates the buffer in place.
+                d.insert("momentum_buffer", b.as_ref()?.copy().ok()?);
                 Some((i, d))
             })
             .collect();
@@ -186,7 +187,10 @@ impl Optimizer for Sgd {
         let mut buffers = vec![None; params.len()];
         for (i, (s, p)) in loaded.state.iter().zip(&params).enumerate() {
             if let Some(s) = s {
-                buffers[i] = state_dict::tensor_for(s, "momentum_buffer", p)?;
+                // A copy the step may update in place without touching the caller's dict.
+                buffers[i] = state_dict::tensor_for(s, "momentum_buffer", p)?
+                    .map(|t| t.copy())
+                    .transpose()?;
             }
         }
         for (g, opts) in self.groups.iter_mut().zip(loaded.group_options) {

@@ -1,5 +1,5 @@
-//! The SGD update of one CPU f32 parameter in two parallel passes (a new momentum buffer, then
-//! the parameter in place) instead of a chain of candle ops, several of them single-threaded. Every element
+//! The SGD update of one CPU f32 parameter in two parallel in-place passes (momentum buffer,
+//! then parameter) instead of a chain of candle ops, several of them single-threaded. Every element
 //! goes through the same f32 operations, in the same order, as the composed path (candle's
 //! `affine(a, 0)` is `x * a + 0`), so results are bit-identical.
 
@@ -30,20 +30,25 @@ pub fn supported(param: &Tensor, grad: &Tensor) -> bool {
         && param.shape() == grad.shape()
 }
 
-/// The new momentum buffer (`old` is `None` on the first step: the buffer starts as the
-/// gradient, as in PyTorch).
+/// The momentum buffer after this step. On the first step (`old` is `None`) it is a new
+/// tensor, the gradient (as in PyTorch); afterwards `old` is updated in place, so it must not
+/// share its storage with anything the caller wants to keep (the optimizer copies buffers it
+/// hands out or takes in).
 pub fn momentum_buffer(
     h: Hyper,
     param: &Tensor,
     grad: &Tensor,
-    old: Option<&Tensor>,
+    old: Option<Tensor>,
 ) -> candle_core::Result<Tensor> {
-    let param = param.contiguous()?;
-    let (old, first) = match old {
-        Some(b) => (b.contiguous()?, false),
-        None => (param.clone(), true), // not read
-    };
-    param.apply_op3_no_bwd(&grad.contiguous()?, &old, &Update { h, first })
+    let (param, grad) = (param.contiguous()?, grad.contiguous()?);
+    match old {
+        Some(b) if b.is_contiguous() => {
+            b.inplace_op3(&param, &grad, &MomentumUpdate(h))?;
+            Ok(b)
+        }
+        Some(b) => param.apply_op3_no_bwd(&grad, &b.contiguous()?, &Update { h, first: false }),
+        None => param.apply_op3_no_bwd(&grad, &param, &Update { h, first: true }),
+    }
 }
 
 /// Updates the parameter in place, given the new momentum buffer (ignored without momentum):
@@ -116,6 +121,58 @@ impl CustomOp3 for Update {
     }
 }
 
+/// `buffer ← momentum · buffer + (1 - dampening) · direction`, in place: `(buffer; param, grad)`.
+struct MomentumUpdate(Hyper);
+
+impl InplaceOp3 for MomentumUpdate {
+    fn name(&self) -> &'static str {
+        "flambeau-sgd-momentum-in-place"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<()> {
+        let (p, g) = (slice(s2, l2)?, slice(s3, l3)?);
+        let b = contiguous_f32_mut(s1, l1)?;
+        if b.len() != p.len() || b.len() != g.len() {
+            candle_core::bail!("sgd: parameter, gradient and buffer sizes differ")
+        }
+        let h = self.0;
+        b.par_chunks_mut(CHUNK)
+            .zip(p.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
+            .for_each(|(b, (p, g))| with_direction!(h, momentum_in_place(b, p, g, &h)));
+        Ok(())
+    }
+}
+
+/// The momentum update of one chunk, in place (the same operations as [`momentum_chunk`]).
+#[inline(always)]
+fn momentum_in_place(
+    b: &mut [f32],
+    p: &[f32],
+    g: &[f32],
+    h: &Hyper,
+    direction: impl Fn(f32, f32) -> f32,
+) {
+    for (b, (&p, &g)) in b.iter_mut().zip(p.iter().zip(g)) {
+        *b = (*b * h.momentum + 0.0) + (direction(g, p) * h.one_minus_dampening + 0.0);
+    }
+}
+
+/// The elements of a contiguous f32 tensor, to overwrite.
+fn contiguous_f32_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> candle_core::Result<&'a mut [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((start, end))) => Ok(&mut v[start..end]),
+        _ => candle_core::bail!("sgd: expected a contiguous f32 tensor to update in place"),
+    }
+}
+
 /// `param ← param - lr · step`, in place.
 struct ParamUpdate(Hyper);
 
@@ -134,10 +191,7 @@ impl InplaceOp3 for ParamUpdate {
         l3: &Layout,
     ) -> candle_core::Result<()> {
         let (g, b) = (slice(s2, l2)?, slice(s3, l3)?);
-        let p = match (s1, l1.contiguous_offsets()) {
-            (CpuStorage::F32(v), Some((start, end))) => &mut v[start..end],
-            _ => candle_core::bail!("sgd: expected a contiguous f32 parameter"),
-        };
+        let p = contiguous_f32_mut(s1, l1)?;
         if p.len() != g.len() || p.len() != b.len() {
             candle_core::bail!("sgd: parameter, gradient and buffer sizes differ")
         }
