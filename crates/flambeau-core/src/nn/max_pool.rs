@@ -125,6 +125,28 @@ pub fn max_pool2d(xs: &Tensor, c: &MaxPool2dConfig) -> candle_core::Result<Tenso
     }
 }
 
+/// Whether window element `v` replaces the running maximum `best`: PyTorch's
+/// `val > maxval || isnan(val)` (the first maximum wins; NaN propagates).
+#[inline(always)]
+fn takes<T: num_traits::Float>(v: T, best: T) -> bool {
+    (v > best) | v.is_nan()
+}
+
+/// `dst[i] = src[i·stride]` (fixed-size chunks, which the compiler vectorises).
+fn gather_strided<T: Copy>(dst: &mut [T], src: &[T], stride: usize) {
+    let Some((last, head)) = dst.split_last_mut() else {
+        return;
+    };
+    if stride == 1 {
+        head.copy_from_slice(&src[..head.len()]);
+    } else {
+        for (d, s) in head.iter_mut().zip(src.chunks_exact(stride)) {
+            *d = s[0];
+        }
+    }
+    *last = src[head.len() * stride];
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Geometry {
     k: usize,
@@ -165,7 +187,7 @@ impl Geometry {
     /// Flat index (within the plane) of the maximum of a window: the first maximum in row
     /// order, or the last NaN (PyTorch's rule). The window is not empty.
     #[inline]
-    fn argmax<T: Copy + PartialOrd>(
+    fn argmax<T: num_traits::Float>(
         &self,
         plane: &[T],
         w: usize,
@@ -179,9 +201,7 @@ impl Geometry {
             for c in 0..cols.count {
                 let at = row_at + cols.start + c * self.d;
                 let v = plane[at];
-                // `v != v` is NaN: PyTorch propagates it.
-                #[allow(clippy::eq_op)]
-                if v > best || v != v {
+                if takes(v, best) {
                     best = v;
                     best_at = at;
                 }
@@ -204,17 +224,63 @@ impl Geometry {
         let mut out = vec![T::neg_infinity(); planes * oh * ow];
         let mut indices = vec![0u32; if keep_indices { out.len() } else { 0 }];
         let index_chunk = if keep_indices { oh * ow } else { 0 };
+        // Per kernel column: the output columns whose tap lies inside the input, and the
+        // offset from `ox·s` to the input column.
+        let taps: Vec<(std::ops::Range<usize>, isize)> = (0..self.k)
+            .map(|kx| {
+                let offset = (kx * self.d) as isize - self.p as isize;
+                let valid = (0..ow).filter(|&ox| {
+                    let ix = (ox * self.s) as isize + offset;
+                    ix >= 0 && ix < w as isize
+                });
+                let lo = valid.clone().next().unwrap_or(0);
+                let hi = valid.last().map_or(lo, |x| x + 1);
+                (lo..hi, offset)
+            })
+            .collect();
+        // A whole output row at a time, window element by window element in PyTorch's order
+        // (rows, then columns): branch-free selects over contiguous rows that vectorise.
         let pool = |p: usize, o: &mut [T], idx: &mut [u32]| {
             let plane = &input[p * h * w..(p + 1) * h * w];
+            let mut candidates = vec![T::neg_infinity(); ow];
             for (oy, &rw) in rows.iter().enumerate() {
-                for (ox, &cw) in cols.iter().enumerate() {
-                    if rw.count == 0 || cw.count == 0 {
-                        continue;
-                    }
-                    let at = self.argmax(plane, w, rw, cw);
-                    o[oy * ow + ox] = plane[at];
-                    if keep_indices {
-                        idx[oy * ow + ox] = at as u32;
+                let best = &mut o[oy * ow..(oy + 1) * ow];
+                let mut no_index = [];
+                let at: &mut [u32] = if keep_indices {
+                    &mut idx[oy * ow..(oy + 1) * ow]
+                } else {
+                    &mut no_index
+                };
+                // PyTorch starts from -inf at the window's first element.
+                for (a, cw) in at.iter_mut().zip(&cols) {
+                    *a = (rw.start * w + cw.start) as u32;
+                }
+                for r in 0..rw.count {
+                    let iy = rw.start + r * self.d;
+                    let row = &plane[iy * w..(iy + 1) * w];
+                    for (range, offset) in &taps {
+                        if range.is_empty() {
+                            continue;
+                        }
+                        let first = (range.start * self.s) as isize + offset;
+                        let cand = &mut candidates[range.clone()];
+                        gather_strided(cand, &row[first as usize..], self.s);
+                        let best = &mut best[range.clone()];
+                        if keep_indices {
+                            let at = &mut at[range.clone()];
+                            let first = (iy * w) as isize + first;
+                            for (i, ((b, a), &v)) in best.iter_mut().zip(at).zip(&*cand).enumerate()
+                            {
+                                let here = (first + (i * self.s) as isize) as u32;
+                                let take = takes(v, *b);
+                                *b = if take { v } else { *b };
+                                *a = if take { here } else { *a };
+                            }
+                        } else {
+                            for (b, &v) in best.iter_mut().zip(&*cand) {
+                                *b = if takes(v, *b) { v } else { *b };
+                            }
+                        }
                     }
                 }
             }

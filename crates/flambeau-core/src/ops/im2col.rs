@@ -180,6 +180,29 @@ impl Unfold {
     }
 }
 
+/// `dst[i] = src[i·stride]`. Fixed-size chunks rather than `step_by`: the compiler turns them
+/// into vector shuffles (a stride-2 stem's im2col runs several times faster).
+fn gather_strided<T: Copy>(dst: &mut [T], src: &[T], stride: usize) {
+    let Some((last, head)) = dst.split_last_mut() else {
+        return;
+    };
+    for (d, s) in head.iter_mut().zip(src.chunks_exact(stride)) {
+        *d = s[0];
+    }
+    *last = src[head.len() * stride];
+}
+
+/// `dst[i·stride] += vals[i]`: the adjoint of [`gather_strided`].
+fn scatter_add_strided<T: Float>(dst: &mut [T], vals: &[T], stride: usize) {
+    let Some((last, head)) = vals.split_last() else {
+        return;
+    };
+    for (d, &v) in dst.chunks_exact_mut(stride).zip(head) {
+        d[0] += v;
+    }
+    dst[head.len() * stride] += *last;
+}
+
 /// Fills `cols` from `x` (`[C, H, W]` contiguous), any stride.
 fn im2col<T: Float>(x: &[T], channels: usize, p: &ConvParams, cols: &mut [T], ld: usize) {
     let (h, w, oh, ow) = (p.h, p.w, p.oh, p.ow);
@@ -208,9 +231,7 @@ fn im2col<T: Float>(x: &[T], channels: usize, p: &ConvParams, cols: &mut [T], ld
                     if p.stride == 1 {
                         out.copy_from_slice(&src[..out.len()]);
                     } else {
-                        for (o, v) in out.iter_mut().zip(src.iter().step_by(p.stride)) {
-                            *o = *v;
-                        }
+                        gather_strided(out, src, p.stride);
                     }
                 }
             }
@@ -247,9 +268,7 @@ fn col2im<T: Float>(cols: &[T], channels: usize, p: &ConvParams, dx: &mut [T], l
                             *d += v;
                         }
                     } else {
-                        for (d, &v) in dst.iter_mut().step_by(p.stride).zip(vals) {
-                            *d += v;
-                        }
+                        scatter_add_strided(dst, vals, p.stride);
                     }
                 }
             }
