@@ -5,6 +5,7 @@
 //! alone, which breaks non-square inputs (an odd height with an even width, stride 2), and goes
 //! through a direct-loop transposed convolution; this op has neither problem.
 
+use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
 
 use candle_core::backend::BackendStorage;
@@ -12,9 +13,11 @@ use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::conv2d_batched;
-use super::gemm::{matmul, Float, MatRef};
+use super::gemm::{matmul, matmul_uninit, Float, MatRef};
 use super::im2col::Unfold;
 use super::storage::contiguous;
+use super::transpose::transpose;
+use super::uninit::{assume_init, assume_init_ref, uninit};
 
 /// Shapes and hyper-parameters of one convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,11 +148,11 @@ fn slice<'a, T>(data: &'a [T], layout: &Layout) -> candle_core::Result<&'a [T]> 
 }
 
 /// Runs `f(image index, that image's output chunk, gemm threads)` over every image.
-fn for_each_image<T: Float>(
+fn for_each_image<U: Send>(
     p: &ConvParams,
-    out: &mut [T],
+    out: &mut [U],
     chunk: usize,
-    f: impl Fn(usize, &mut [T], usize) + Sync + Send,
+    f: impl Fn(usize, &mut [U], usize) + Sync + Send,
 ) {
     let threads = p.gemm_threads();
     if threads == 1 {
@@ -168,27 +171,25 @@ fn forward<T: Float>(p: &ConvParams, x: &[T], w: &[T]) -> Vec<T> {
         return conv2d_batched::forward(p, x, w);
     }
     let (cg, og, kg, l) = (p.cg(), p.og(), p.kg(), p.l());
-    let mut out = vec![T::zero(); p.n * p.o * l];
+    let mut out = uninit(p.n * p.o * l);
     let unfold = Unfold::new(p);
     for_each_image(p, &mut out, p.o * l, |img, y, threads| {
-        let mut cols = if p.pointwise() {
-            Vec::new()
-        } else {
-            vec![T::zero(); kg * l]
-        };
+        let mut cols = uninit(if p.pointwise() { 0 } else { kg * l });
         for g in 0..p.groups {
             let xg = &x[(img * p.c + g * cg) * p.h * p.w..][..cg * p.h * p.w];
             let b = if p.pointwise() {
                 MatRef::new(xg, kg, l)
             } else {
                 unfold.im2col(xg, cg, &mut cols, l);
-                MatRef::new(&cols, kg, l)
+                // SAFETY: im2col wrote every element.
+                MatRef::new(unsafe { assume_init_ref(&cols) }, kg, l)
             };
             let a = MatRef::new(&w[g * og * kg..(g + 1) * og * kg], og, kg);
-            matmul(&mut y[g * og * l..(g + 1) * og * l], a, b, false, threads);
+            matmul_uninit(&mut y[g * og * l..(g + 1) * og * l], a, b, threads);
         }
     });
-    out
+    // SAFETY: every image's groups were written by their GEMMs.
+    unsafe { assume_init(out) }
 }
 
 fn input_grad<T: Float>(p: &ConvParams, dy: &[T], w: &[T]) -> Vec<T> {
@@ -199,7 +200,7 @@ fn input_grad<T: Float>(p: &ConvParams, dy: &[T], w: &[T]) -> Vec<T> {
     let mut dx = vec![T::zero(); p.n * p.c * p.h * p.w];
     let unfold = Unfold::new(p);
     for_each_image(p, &mut dx, p.c * p.h * p.w, |img, dxi, threads| {
-        let mut dcols = vec![T::zero(); kg * l];
+        let mut dcols = uninit(kg * l);
         for g in 0..p.groups {
             let a = MatRef::new(&w[g * og * kg..(g + 1) * og * kg], og, kg).t();
             let b = MatRef::new(&dy[(img * p.o + g * og) * l..][..og * l], og, l);
@@ -207,37 +208,80 @@ fn input_grad<T: Float>(p: &ConvParams, dy: &[T], w: &[T]) -> Vec<T> {
             if p.pointwise() {
                 matmul(dxg, a, b, false, threads);
             } else {
-                matmul(&mut dcols, a, b, false, threads);
-                unfold.col2im(&dcols, cg, dxg, l);
+                matmul_uninit(&mut dcols, a, b, threads);
+                // SAFETY: the GEMM wrote every element.
+                unfold.col2im(unsafe { assume_init_ref(&dcols) }, cg, dxg, l);
             }
         }
     });
     dx
 }
 
-/// `dw_g += dy_g · cols_gᵀ` for one image.
+/// Per-image scratch of the weight gradient.
+struct Scratch<T> {
+    cols: Vec<MaybeUninit<T>>,
+    dy_t: Vec<MaybeUninit<T>>,
+}
+
+impl<T> Scratch<T> {
+    fn new(p: &ConvParams) -> Self {
+        Self {
+            cols: uninit(if p.pointwise() { 0 } else { p.kg() * p.l() }),
+            dy_t: uninit(p.l() * p.og()),
+        }
+    }
+}
+
+/// `dw_gᵀ += cols_g · dy_gᵀ` for one image, into the transposed gradient `[groups, kg, og]`:
+/// both operands of `dy_g · cols_gᵀ` are contiguous along the reduction, which the GEMM
+/// packs slowly (several times slower on 56×56 maps).
 fn accumulate_weight_grad<T: Float>(
     unfold: &Unfold,
     img: usize,
     x: &[T],
     dy: &[T],
-    dw: &mut [T],
-    cols: &mut [T],
+    dw_t: &mut [T],
+    scratch: &mut Scratch<T>,
     threads: usize,
 ) {
     let p = unfold.params();
     let (cg, og, kg, l) = (p.cg(), p.og(), p.kg(), p.l());
     for g in 0..p.groups {
         let xg = &x[(img * p.c + g * cg) * p.h * p.w..][..cg * p.h * p.w];
-        let b = if p.pointwise() {
-            MatRef::new(xg, kg, l).t()
+        let cols = if p.pointwise() {
+            MatRef::new(xg, kg, l)
         } else {
-            unfold.im2col(xg, cg, cols, l);
-            MatRef::new(cols, kg, l).t()
+            unfold.im2col(xg, cg, &mut scratch.cols, l);
+            // SAFETY: im2col wrote every element.
+            MatRef::new(unsafe { assume_init_ref(&scratch.cols) }, kg, l)
         };
-        let a = MatRef::new(&dy[(img * p.o + g * og) * l..][..og * l], og, l);
-        matmul(&mut dw[g * og * kg..(g + 1) * og * kg], a, b, true, threads);
+        transpose(
+            &dy[(img * p.o + g * og) * l..][..og * l],
+            og,
+            l,
+            &mut scratch.dy_t,
+        );
+        // SAFETY: the transpose wrote every element.
+        let dy_t = MatRef::new(unsafe { assume_init_ref(&scratch.dy_t) }, l, og);
+        matmul(
+            &mut dw_t[g * kg * og..(g + 1) * kg * og],
+            cols,
+            dy_t,
+            true,
+            threads,
+        );
     }
+}
+
+/// `[groups, kg, og]` → `[groups, og, kg]` (the weight's layout).
+fn untranspose<T: Float>(p: &ConvParams, dw_t: &[T]) -> Vec<T> {
+    let (og, kg) = (p.og(), p.kg());
+    let mut dw = uninit(p.o * kg);
+    for (src, dst) in dw_t.chunks(kg * og).zip(dw.chunks_mut(og * kg)) {
+        transpose(src, kg, og, dst);
+    }
+    // SAFETY: every group transposed.
+    unsafe { assume_init(dw) }
 }
 
 fn weight_grad<T: Float>(p: &ConvParams, x: &[T], dy: &[T]) -> Vec<T> {
@@ -245,16 +289,15 @@ fn weight_grad<T: Float>(p: &ConvParams, x: &[T], dy: &[T]) -> Vec<T> {
         return conv2d_batched::weight_grad(p, x, dy);
     }
     let size = p.o * p.kg();
-    let cols_len = if p.pointwise() { 0 } else { p.kg() * p.l() };
     let threads = p.gemm_threads();
     let unfold = Unfold::new(p);
     if threads > 1 {
-        let mut dw = vec![T::zero(); size];
-        let mut cols = vec![T::zero(); cols_len];
+        let mut dw_t = vec![T::zero(); size];
+        let mut scratch = Scratch::new(p);
         for img in 0..p.n {
-            accumulate_weight_grad(&unfold, img, x, dy, &mut dw, &mut cols, threads);
+            accumulate_weight_grad(&unfold, img, x, dy, &mut dw_t, &mut scratch, threads);
         }
-        return dw;
+        return untranspose(p, &dw_t);
     }
     // One accumulator per fixed range of images, summed in range order: the result does not
     // depend on how rayon schedules the work, so training is reproducible bit for bit.
@@ -265,22 +308,22 @@ fn weight_grad<T: Float>(p: &ConvParams, x: &[T], dy: &[T]) -> Vec<T> {
         .collect::<Vec<_>>()
         .into_par_iter()
         .map(|start| {
-            let mut dw = vec![T::zero(); size];
-            let mut cols = vec![T::zero(); cols_len];
+            let mut dw_t = vec![T::zero(); size];
+            let mut scratch = Scratch::new(p);
             for img in start..(start + per_chunk).min(p.n) {
-                accumulate_weight_grad(&unfold, img, x, dy, &mut dw, &mut cols, 1);
+                accumulate_weight_grad(&unfold, img, x, dy, &mut dw_t, &mut scratch, 1);
             }
-            dw
+            dw_t
         })
         .collect();
     let mut partials = partials.into_iter();
-    let mut dw = partials.next().unwrap_or_else(|| vec![T::zero(); size]);
+    let mut dw_t = partials.next().unwrap_or_else(|| vec![T::zero(); size]);
     for part in partials {
-        for (x, y) in dw.iter_mut().zip(part) {
+        for (x, y) in dw_t.iter_mut().zip(part) {
             *x += y;
         }
     }
-    dw
+    untranspose(p, &dw_t)
 }
 
 /// Runs a kernel on two CPU storages of the same float type (f32 or f64).

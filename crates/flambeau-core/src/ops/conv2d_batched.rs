@@ -10,9 +10,10 @@
 use rayon::prelude::*;
 
 use super::conv2d::ConvParams;
-use super::gemm::{matmul, Float, MatRef};
+use super::gemm::{matmul_uninit, Float, MatRef};
 use super::im2col::Unfold;
 use super::transpose::transpose;
+use super::uninit::{assume_init, assume_init_ref, uninit};
 
 /// Whether the batched path is the faster one for this convolution.
 pub fn preferred(p: &ConvParams) -> bool {
@@ -28,7 +29,7 @@ fn threads() -> usize {
 pub fn batched_cols<T: Float>(p: &ConvParams, x: &[T]) -> Vec<T> {
     let (l, nl, hw) = (p.oh * p.ow, p.n * p.oh * p.ow, p.h * p.w);
     let taps = p.kh * p.kw;
-    let mut cols = vec![T::zero(); p.c * taps * nl];
+    let mut cols = uninit(p.c * taps * nl);
     let unfold = Unfold::new(p);
     cols.par_chunks_mut(taps * nl)
         .enumerate()
@@ -38,33 +39,36 @@ pub fn batched_cols<T: Float>(p: &ConvParams, x: &[T]) -> Vec<T> {
                 unfold.im2col(plane, 1, &mut rows[img * l..], nl);
             }
         });
-    cols
+    // SAFETY: each channel's rows are filled for every image, all columns of all rows.
+    unsafe { assume_init(cols) }
 }
 
 /// `[O, N·L]` → `[N, O, L]`.
 fn scatter_to_images<T: Float>(p: &ConvParams, batched: &[T]) -> Vec<T> {
     let (l, nl) = (p.oh * p.ow, p.n * p.oh * p.ow);
-    let mut out = vec![T::zero(); p.n * p.o * l];
+    let mut out = uninit(p.n * p.o * l);
     out.par_chunks_mut(p.o * l)
         .enumerate()
         .for_each(|(img, y)| {
             for (o, row) in y.chunks_mut(l).enumerate() {
-                row.copy_from_slice(&batched[o * nl + img * l..][..l]);
+                row.write_copy_of_slice(&batched[o * nl + img * l..][..l]);
             }
         });
-    out
+    // SAFETY: every row of every image copied.
+    unsafe { assume_init(out) }
 }
 
 /// `[N, O, L]` → `[O, N·L]`.
 fn gather_from_images<T: Float>(p: &ConvParams, dy: &[T]) -> Vec<T> {
     let (l, nl) = (p.oh * p.ow, p.n * p.oh * p.ow);
-    let mut out = vec![T::zero(); p.o * nl];
+    let mut out = uninit(p.o * nl);
     out.par_chunks_mut(nl).enumerate().for_each(|(o, row)| {
         for (img, dst) in row.chunks_mut(l).enumerate() {
-            dst.copy_from_slice(&dy[(img * p.o + o) * l..][..l]);
+            dst.write_copy_of_slice(&dy[(img * p.o + o) * l..][..l]);
         }
     });
-    out
+    // SAFETY: every image's block of every row copied.
+    unsafe { assume_init(out) }
 }
 
 /// The convolution's output `[N, O, oh, ow]`.
@@ -75,29 +79,30 @@ pub fn forward<T: Float>(p: &ConvParams, x: &[T], w: &[T]) -> Vec<T> {
 /// The output from the input's [`batched_cols`] (kept by the forward for the weight gradient).
 pub fn forward_from_cols<T: Float>(p: &ConvParams, cols: &[T], w: &[T]) -> Vec<T> {
     let (k, nl) = (p.c * p.kh * p.kw, p.n * p.oh * p.ow);
-    let mut y = vec![T::zero(); p.o * nl];
-    matmul(
+    let mut y = uninit(p.o * nl);
+    matmul_uninit(
         &mut y,
         MatRef::new(w, p.o, k),
         MatRef::new(cols, k, nl),
-        false,
         threads(),
     );
-    scatter_to_images(p, &y)
+    // SAFETY: the GEMM wrote all of it.
+    scatter_to_images(p, unsafe { assume_init_ref(&y) })
 }
 
 /// The gradient of the input `[N, C, H, W]`.
 pub fn input_grad<T: Float>(p: &ConvParams, dy: &[T], w: &[T]) -> Vec<T> {
     let (k, l, nl) = (p.c * p.kh * p.kw, p.oh * p.ow, p.n * p.oh * p.ow);
     let dy = gather_from_images(p, dy);
-    let mut dcols = vec![T::zero(); k * nl];
-    matmul(
+    let mut dcols = uninit(k * nl);
+    matmul_uninit(
         &mut dcols,
         MatRef::new(w, p.o, k).t(),
         MatRef::new(&dy, p.o, nl),
-        false,
         threads(),
     );
+    // SAFETY: the GEMM wrote all of it.
+    let dcols = unsafe { assume_init(dcols) };
     let chw = p.c * p.h * p.w;
     let mut dx = vec![T::zero(); p.n * chw];
     let unfold = Unfold::new(p);
@@ -125,29 +130,32 @@ pub fn weight_grad_from_cols<T: Float>(p: &ConvParams, cols: &[T], dy: &[T]) -> 
     let (k, l, nl) = (p.c * p.kh * p.kw, p.oh * p.ow, p.n * p.oh * p.ow);
     if nl < TRANSPOSED_WEIGHT_GRAD_MIN_COLUMNS {
         let dy = gather_from_images(p, dy);
-        let mut dw = vec![T::zero(); p.o * k];
-        matmul(
+        let mut dw = uninit(p.o * k);
+        matmul_uninit(
             &mut dw,
             MatRef::new(&dy, p.o, nl),
             MatRef::new(cols, k, nl).t(),
-            false,
             threads(),
         );
-        return dw;
+        // SAFETY: the GEMM wrote all of it.
+        return unsafe { assume_init(dw) };
     }
-    let mut dy_t = vec![T::zero(); nl * p.o];
+    let mut dy_t = uninit(nl * p.o);
     dy_t.par_chunks_mut(l * p.o)
         .enumerate()
         .for_each(|(img, rows)| transpose(&dy[img * p.o * l..][..p.o * l], p.o, l, rows));
-    let mut dw_t = vec![T::zero(); k * p.o];
-    matmul(
+    // SAFETY: every image's block transposed.
+    let dy_t = unsafe { assume_init(dy_t) };
+    let mut dw_t = uninit(k * p.o);
+    matmul_uninit(
         &mut dw_t,
         MatRef::new(cols, k, nl),
         MatRef::new(&dy_t, nl, p.o),
-        false,
         threads(),
     );
-    let mut dw = vec![T::zero(); p.o * k];
-    transpose(&dw_t, k, p.o, &mut dw);
-    dw
+    let mut dw = uninit(p.o * k);
+    // SAFETY: the GEMM wrote all of `dw_t`.
+    transpose(unsafe { assume_init_ref(&dw_t) }, k, p.o, &mut dw);
+    // SAFETY: the transpose wrote all of it.
+    unsafe { assume_init(dw) }
 }

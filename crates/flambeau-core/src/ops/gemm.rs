@@ -1,5 +1,7 @@
 //! A safe wrapper over the `gemm` crate (the GEMM candle itself uses) for row-major matrices.
 
+use std::mem::MaybeUninit;
+
 use gemm::Parallelism;
 
 /// Element types the convolution kernels run on.
@@ -60,9 +62,43 @@ pub fn matmul<T: Float>(
     accumulate: bool,
     threads: usize,
 ) {
+    assert!(dst.len() >= a.rows * b.cols);
+    // SAFETY: `dst` holds `m × n` initialised elements, borrowed mutably.
+    unsafe { gemm_raw(dst.as_mut_ptr(), a, b, accumulate, threads) }
+}
+
+/// `dst (m × n, contiguous row-major) = a (m × k) · b (k × n)` into a buffer it writes
+/// completely (no need to zero it first).
+pub fn matmul_uninit<T: Float>(
+    dst: &mut [MaybeUninit<T>],
+    a: MatRef<T>,
+    b: MatRef<T>,
+    threads: usize,
+) {
+    assert!(dst.len() >= a.rows * b.cols);
+    if a.cols == 0 {
+        // An empty reduction: the GEMM would not touch `dst`.
+        dst[..a.rows * b.cols].fill(MaybeUninit::new(T::zero()));
+        return;
+    }
+    // SAFETY: `dst` holds `m × n` elements, borrowed mutably; without `accumulate` the GEMM
+    // only writes them.
+    unsafe { gemm_raw(dst.as_mut_ptr().cast::<T>(), a, b, false, threads) }
+}
+
+/// # Safety
+/// `dst` must point to `a.rows × b.cols` writable elements that nothing else aliases, and be
+/// initialised if `accumulate`.
+unsafe fn gemm_raw<T: Float>(
+    dst: *mut T,
+    a: MatRef<T>,
+    b: MatRef<T>,
+    accumulate: bool,
+    threads: usize,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert!(b.rows == k, "inner dimensions differ");
-    assert!(dst.len() >= m * n && a.data.len() >= a.max_index() && b.data.len() >= b.max_index());
+    assert!(a.data.len() >= a.max_index() && b.data.len() >= b.max_index());
     if m == 0 || n == 0 {
         return;
     }
@@ -71,14 +107,14 @@ pub fn matmul<T: Float>(
     } else {
         Parallelism::None
     };
-    // SAFETY: the assertions above keep every index the kernel touches inside the slices, and
-    // `dst` is borrowed mutably so nothing aliases it.
+    // SAFETY: the assertions above keep every index the kernel reads inside `a` and `b`; the
+    // caller vouches for `dst`.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             n as isize,
             accumulate,

@@ -4,6 +4,8 @@
 //! batched convolution puts all images side by side, `ld = N·oh·ow`): row `(c, ky, kx)` holds,
 //! for every output position, the input pixel that kernel tap sees (zero in the padding).
 
+use std::mem::MaybeUninit;
+
 use super::conv2d::ConvParams;
 use super::gemm::Float;
 
@@ -89,7 +91,7 @@ fn im2col_same_shift<T: Float>(
     channels: usize,
     p: &ConvParams,
     s: &SameShift,
-    cols: &mut [T],
+    cols: &mut [MaybeUninit<T>],
     ld: usize,
 ) {
     let l = p.oh * p.ow;
@@ -100,15 +102,15 @@ fn im2col_same_shift<T: Float>(
                 let row = (c * p.kh + ky) * p.kw + kx;
                 let dst = &mut cols[row * ld..row * ld + l];
                 let Some((span, offset)) = s.span(p, ky, kx) else {
-                    dst.fill(T::zero());
+                    dst.fill(MaybeUninit::new(T::zero()));
                     continue;
                 };
-                dst[..span.start].fill(T::zero());
-                dst[span.end..].fill(T::zero());
+                dst[..span.start].fill(MaybeUninit::new(T::zero()));
+                dst[span.end..].fill(MaybeUninit::new(T::zero()));
                 let src = &plane[(span.start as isize + offset) as usize..];
                 let mask = &s.column_masks[kx][span.clone()];
                 for ((d, &v), &m) in dst[span].iter_mut().zip(src).zip(mask) {
-                    *d = if m { v } else { T::zero() };
+                    d.write(if m { v } else { T::zero() });
                 }
             }
         }
@@ -163,8 +165,15 @@ impl Unfold {
         &self.p
     }
 
-    /// Fills `cols` from `x` (`[C, H, W]` contiguous).
-    pub fn im2col<T: Float>(&self, x: &[T], channels: usize, cols: &mut [T], ld: usize) {
+    /// Fills `cols` from `x` (`[C, H, W]` contiguous): rows `r·ld .. r·ld + oh·ow` for every
+    /// row `r` of the `[channels·kh·kw, oh·ow]` matrix, every element written.
+    pub fn im2col<T: Float>(
+        &self,
+        x: &[T],
+        channels: usize,
+        cols: &mut [MaybeUninit<T>],
+        ld: usize,
+    ) {
         match &self.same_shift {
             Some(s) => im2col_same_shift(x, channels, &self.p, s, cols, ld),
             None => im2col(x, channels, &self.p, cols, ld),
@@ -182,14 +191,14 @@ impl Unfold {
 
 /// `dst[i] = src[i·stride]`. Fixed-size chunks rather than `step_by`: the compiler turns them
 /// into vector shuffles (a stride-2 stem's im2col runs several times faster).
-fn gather_strided<T: Copy>(dst: &mut [T], src: &[T], stride: usize) {
+fn gather_strided<T: Copy>(dst: &mut [MaybeUninit<T>], src: &[T], stride: usize) {
     let Some((last, head)) = dst.split_last_mut() else {
         return;
     };
     for (d, s) in head.iter_mut().zip(src.chunks_exact(stride)) {
-        *d = s[0];
+        d.write(s[0]);
     }
-    *last = src[head.len() * stride];
+    last.write(src[head.len() * stride]);
 }
 
 /// `dst[i·stride] += vals[i]`: the adjoint of [`gather_strided`].
@@ -204,7 +213,13 @@ fn scatter_add_strided<T: Float>(dst: &mut [T], vals: &[T], stride: usize) {
 }
 
 /// Fills `cols` from `x` (`[C, H, W]` contiguous), any stride.
-fn im2col<T: Float>(x: &[T], channels: usize, p: &ConvParams, cols: &mut [T], ld: usize) {
+fn im2col<T: Float>(
+    x: &[T],
+    channels: usize,
+    p: &ConvParams,
+    cols: &mut [MaybeUninit<T>],
+    ld: usize,
+) {
     let (h, w, oh, ow) = (p.h, p.w, p.oh, p.ow);
     let l = oh * ow;
     for c in 0..channels {
@@ -219,17 +234,17 @@ fn im2col<T: Float>(x: &[T], channels: usize, p: &ConvParams, cols: &mut [T], ld
                     let iy = (oy * p.stride + ky * p.dilation) as isize - p.padding as isize;
                     let out_row = &mut dst[oy * ow..(oy + 1) * ow];
                     if iy < 0 || iy >= h as isize || valid.is_empty() {
-                        out_row.fill(T::zero());
+                        out_row.fill(MaybeUninit::new(T::zero()));
                         continue;
                     }
                     let src = &plane[iy as usize * w..(iy as usize + 1) * w];
-                    out_row[..valid.start].fill(T::zero());
-                    out_row[valid.end..].fill(T::zero());
+                    out_row[..valid.start].fill(MaybeUninit::new(T::zero()));
+                    out_row[valid.end..].fill(MaybeUninit::new(T::zero()));
                     let first = (valid.start * p.stride) as isize + offset;
                     let src = &src[first as usize..];
                     let out = &mut out_row[valid.clone()];
                     if p.stride == 1 {
-                        out.copy_from_slice(&src[..out.len()]);
+                        out.write_copy_of_slice(&src[..out.len()]);
                     } else {
                         gather_strided(out, src, p.stride);
                     }
@@ -319,9 +334,17 @@ mod tests {
             let (l, rows) = (p.oh * p.ow, p.c * p.kh * p.kw);
             let x: Vec<f64> = (0..p.c * p.h * p.w).map(|i| i as f64 + 1.0).collect();
             let ld = l + 3; // a wider leading dimension, as in the batched convolution
-            let (mut fast, mut slow) = (vec![f64::NAN; rows * ld], vec![f64::NAN; rows * ld]);
+            let mut fast = vec![MaybeUninit::new(f64::NAN); rows * ld];
+            let mut slow = fast.clone();
             im2col_same_shift(&x, p.c, &p, &shift, &mut fast, ld);
             im2col(&x, p.c, &p, &mut slow, ld);
+            // SAFETY: initialised above (NaN where the functions do not write).
+            let (fast, slow): (Vec<f64>, Vec<f64>) = unsafe {
+                (
+                    fast.iter().map(|v| v.assume_init()).collect(),
+                    slow.iter().map(|v| v.assume_init()).collect(),
+                )
+            };
             for r in 0..rows {
                 assert_eq!(
                     fast[r * ld..r * ld + l],

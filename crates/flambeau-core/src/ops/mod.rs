@@ -9,5 +9,6 @@ mod im2col;
 pub mod relu;
 pub(crate) mod storage;
 mod transpose;
+mod uninit;
 
 pub use conv2d::{conv2d, ConvParams};
