@@ -229,12 +229,12 @@ impl Geometry {
         let taps: Vec<(std::ops::Range<usize>, isize)> = (0..self.k)
             .map(|kx| {
                 let offset = (kx * self.d) as isize - self.p as isize;
-                let valid = (0..ow).filter(|&ox| {
+                let mut valid = (0..ow).filter(|&ox| {
                     let ix = (ox * self.s) as isize + offset;
                     ix >= 0 && ix < w as isize
                 });
                 let lo = valid.clone().next().unwrap_or(0);
-                let hi = valid.last().map_or(lo, |x| x + 1);
+                let hi = valid.next_back().map_or(lo, |x| x + 1);
                 (lo..hi, offset)
             })
             .collect();
