@@ -27,18 +27,13 @@ fn threads() -> usize {
 /// `[K, N·L]`: every image's im2col matrix, side by side (for a pointwise convolution, the
 /// input itself regrouped by channel).
 pub fn batched_cols<T: Float>(p: &ConvParams, x: &[T]) -> Vec<T> {
-    let (l, nl, hw) = (p.oh * p.ow, p.n * p.oh * p.ow, p.h * p.w);
+    let nl = p.n * p.oh * p.ow;
     let taps = p.kh * p.kw;
     let mut cols = uninit(p.c * taps * nl);
     let unfold = Unfold::new(p);
     cols.par_chunks_mut(taps * nl)
         .enumerate()
-        .for_each(|(c, rows)| {
-            for img in 0..p.n {
-                let plane = &x[(img * p.c + c) * hw..][..hw];
-                unfold.im2col(plane, 1, &mut rows[img * l..], nl);
-            }
-        });
+        .for_each(|(c, rows)| unfold.im2col_batch(x, c, rows));
     // SAFETY: each channel's rows are filled for every image, all columns of all rows.
     unsafe { assume_init(cols) }
 }

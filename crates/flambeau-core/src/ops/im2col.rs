@@ -35,6 +35,8 @@ fn valid_range(ow: usize, w: usize, stride: usize, offset: isize) -> std::ops::R
 struct SameShift {
     /// Per `kx`: whether each output position's column is inside the input for that tap.
     column_masks: Vec<Vec<bool>>,
+    /// Per tap `ky·kw + kx`: see [`SameShift::span`].
+    spans: Vec<Option<(std::ops::Range<usize>, isize)>>,
 }
 
 impl SameShift {
@@ -50,7 +52,13 @@ impl SameShift {
                     .collect()
             })
             .collect();
-        Some(Self { column_masks })
+        let spans = (0..p.kh * p.kw)
+            .map(|t| Self::tap_span(p, t / p.kw, t % p.kw))
+            .collect();
+        Some(Self {
+            column_masks,
+            spans,
+        })
     }
 
     /// For tap `(ky, kx)`: the output positions from the first to the last valid one, and the
@@ -62,6 +70,10 @@ impl SameShift {
         ky: usize,
         kx: usize,
     ) -> Option<(std::ops::Range<usize>, isize)> {
+        self.spans[ky * p.kw + kx].clone()
+    }
+
+    fn tap_span(p: &ConvParams, ky: usize, kx: usize) -> Option<(std::ops::Range<usize>, isize)> {
         let rows = valid_range(
             p.oh,
             p.h,
@@ -85,7 +97,9 @@ fn kx_offset(p: &ConvParams, kx: usize) -> isize {
     (kx * p.dilation) as isize - p.padding as isize
 }
 
-/// [`im2col`] for [`SameShift`] convolutions.
+/// [`im2col`] for [`SameShift`] convolutions, over `images` planes `plane_stride` apart in
+/// `x` whose columns sit side by side in `cols` (one image: `images = 1`).
+#[allow(clippy::too_many_arguments)]
 fn im2col_same_shift<T: Float>(
     x: &[T],
     channels: usize,
@@ -93,24 +107,29 @@ fn im2col_same_shift<T: Float>(
     s: &SameShift,
     cols: &mut [MaybeUninit<T>],
     ld: usize,
+    images: usize,
+    plane_stride: usize,
 ) {
     let l = p.oh * p.ow;
     for c in 0..channels {
-        let plane = &x[c * l..(c + 1) * l];
         for ky in 0..p.kh {
             for kx in 0..p.kw {
                 let row = (c * p.kh + ky) * p.kw + kx;
-                let dst = &mut cols[row * ld..row * ld + l];
-                let Some((span, offset)) = s.span(p, ky, kx) else {
-                    dst.fill(MaybeUninit::new(T::zero()));
-                    continue;
-                };
-                dst[..span.start].fill(MaybeUninit::new(T::zero()));
-                dst[span.end..].fill(MaybeUninit::new(T::zero()));
-                let src = &plane[(span.start as isize + offset) as usize..];
-                let mask = &s.column_masks[kx][span.clone()];
-                for ((d, &v), &m) in dst[span].iter_mut().zip(src).zip(mask) {
-                    d.write(if m { v } else { T::zero() });
+                let span = s.span(p, ky, kx);
+                for img in 0..images {
+                    let dst = &mut cols[row * ld + img * l..][..l];
+                    let Some((span, offset)) = span.clone() else {
+                        dst.fill(MaybeUninit::new(T::zero()));
+                        continue;
+                    };
+                    let plane = &x[img * plane_stride + c * l..][..l];
+                    dst[..span.start].fill(MaybeUninit::new(T::zero()));
+                    dst[span.end..].fill(MaybeUninit::new(T::zero()));
+                    let src = &plane[(span.start as isize + offset) as usize..];
+                    let mask = &s.column_masks[kx][span.clone()];
+                    for ((d, &v), &m) in dst[span].iter_mut().zip(src).zip(mask) {
+                        d.write(if m { v } else { T::zero() });
+                    }
                 }
             }
         }
@@ -175,8 +194,26 @@ impl Unfold {
         ld: usize,
     ) {
         match &self.same_shift {
-            Some(s) => im2col_same_shift(x, channels, &self.p, s, cols, ld),
+            Some(s) => im2col_same_shift(x, channels, &self.p, s, cols, ld, 1, 0),
             None => im2col(x, channels, &self.p, cols, ld),
+        }
+    }
+
+    /// The rows of input channel `c` for every image of the batch `x` (`[N, C, H, W]`), the
+    /// images' columns side by side: `cols` is `[kh·kw, N·oh·ow]` (`ld = N·oh·ow`).
+    pub fn im2col_batch<T: Float>(&self, x: &[T], c: usize, cols: &mut [MaybeUninit<T>]) {
+        let p = &self.p;
+        let (hw, l) = (p.h * p.w, p.oh * p.ow);
+        let ld = p.n * l;
+        match &self.same_shift {
+            // Tap by tap over the images: the tap's span and mask are looked up once.
+            Some(s) => im2col_same_shift(&x[c * hw..], 1, p, s, cols, ld, p.n, p.c * hw),
+            None => {
+                for img in 0..p.n {
+                    let plane = &x[(img * p.c + c) * hw..][..hw];
+                    im2col(plane, 1, p, &mut cols[img * l..], ld);
+                }
+            }
         }
     }
 
@@ -336,7 +373,7 @@ mod tests {
             let ld = l + 3; // a wider leading dimension, as in the batched convolution
             let mut fast = vec![MaybeUninit::new(f64::NAN); rows * ld];
             let mut slow = fast.clone();
-            im2col_same_shift(&x, p.c, &p, &shift, &mut fast, ld);
+            im2col_same_shift(&x, p.c, &p, &shift, &mut fast, ld, 1, 0);
             im2col(&x, p.c, &p, &mut slow, ld);
             // SAFETY: initialised above (NaN where the functions do not write).
             let (fast, slow): (Vec<f64>, Vec<f64>) = unsafe {
