@@ -87,7 +87,7 @@ pub fn forward_from_cols<T: Float>(p: &ConvParams, cols: &[T], w: &[T]) -> Vec<T
 
 /// The gradient of the input `[N, C, H, W]`.
 pub fn input_grad<T: Float>(p: &ConvParams, dy: &[T], w: &[T]) -> Vec<T> {
-    let (k, l, nl) = (p.c * p.kh * p.kw, p.oh * p.ow, p.n * p.oh * p.ow);
+    let (k, nl) = (p.c * p.kh * p.kw, p.n * p.oh * p.ow);
     let dy = gather_from_images(p, dy);
     let mut dcols = uninit(k * nl);
     matmul_uninit(
@@ -98,13 +98,25 @@ pub fn input_grad<T: Float>(p: &ConvParams, dy: &[T], w: &[T]) -> Vec<T> {
     );
     // SAFETY: the GEMM wrote all of it.
     let dcols = unsafe { assume_init(dcols) };
-    let chw = p.c * p.h * p.w;
-    let mut dx = vec![T::zero(); p.n * chw];
+    // col2im channel by channel into `[C, N, H, W]` (tap by tap over the images), then
+    // regrouped by image.
+    let (hw, taps) = (p.h * p.w, p.kh * p.kw);
+    let mut by_channel = vec![T::zero(); p.c * p.n * hw];
     let unfold = Unfold::new(p);
-    dx.par_chunks_mut(chw).enumerate().for_each(|(img, dxi)| {
-        unfold.col2im(&dcols[img * l..], p.c, dxi, nl);
-    });
-    dx
+    by_channel
+        .par_chunks_mut(p.n * hw)
+        .zip(dcols.par_chunks(taps * nl))
+        .for_each(|(planes, rows)| unfold.col2im_batch(rows, planes));
+    let mut dx = uninit(p.n * p.c * hw);
+    dx.par_chunks_mut(p.c * hw)
+        .enumerate()
+        .for_each(|(img, dxi)| {
+            for (c, plane) in dxi.chunks_mut(hw).enumerate() {
+                plane.write_copy_of_slice(&by_channel[(c * p.n + img) * hw..][..hw]);
+            }
+        });
+    // SAFETY: every plane of every image copied.
+    unsafe { assume_init(dx) }
 }
 
 /// The gradient of the weight `[O, C, kh, kw]`.

@@ -137,6 +137,8 @@ fn im2col_same_shift<T: Float>(
 }
 
 /// [`col2im`] for [`SameShift`] convolutions (masked columns add zero).
+/// Over `images` planes of `dx`, one after the other, whose columns sit side by side in `cols`
+/// (one image: `images = 1`).
 fn col2im_same_shift<T: Float>(
     cols: &[T],
     channels: usize,
@@ -144,21 +146,24 @@ fn col2im_same_shift<T: Float>(
     s: &SameShift,
     dx: &mut [T],
     ld: usize,
+    images: usize,
 ) {
     let l = p.oh * p.ow;
     for c in 0..channels {
-        let plane = &mut dx[c * l..(c + 1) * l];
         for ky in 0..p.kh {
             for kx in 0..p.kw {
                 let Some((span, offset)) = s.span(p, ky, kx) else {
                     continue;
                 };
                 let row = (c * p.kh + ky) * p.kw + kx;
-                let src = &cols[row * ld..row * ld + l][span.clone()];
-                let dst = &mut plane[(span.start as isize + offset) as usize..];
-                let mask = &s.column_masks[kx][span];
-                for ((d, &v), &m) in dst.iter_mut().zip(src).zip(mask) {
-                    *d += if m { v } else { T::zero() };
+                let mask = &s.column_masks[kx][span.clone()];
+                for img in 0..images {
+                    let plane = &mut dx[(img * channels + c) * l..][..l];
+                    let src = &cols[row * ld + img * l..][..l][span.clone()];
+                    let dst = &mut plane[(span.start as isize + offset) as usize..];
+                    for ((d, &v), &m) in dst.iter_mut().zip(src).zip(mask) {
+                        *d += if m { v } else { T::zero() };
+                    }
                 }
             }
         }
@@ -220,8 +225,25 @@ impl Unfold {
     /// Adds `cols` back into `dx` (`[C, H, W]` contiguous): the adjoint of [`Unfold::im2col`].
     pub fn col2im<T: Float>(&self, cols: &[T], channels: usize, dx: &mut [T], ld: usize) {
         match &self.same_shift {
-            Some(s) => col2im_same_shift(cols, channels, &self.p, s, dx, ld),
+            Some(s) => col2im_same_shift(cols, channels, &self.p, s, dx, ld, 1),
             None => col2im(cols, channels, &self.p, dx, ld),
+        }
+    }
+
+    /// Adds channel `c`'s rows (`[kh·kw, N·oh·ow]`, the images' columns side by side) into
+    /// `dx`, that channel's planes of every image one after the other (`[N, H, W]`): the
+    /// adjoint of [`Unfold::im2col_batch`].
+    pub fn col2im_batch<T: Float>(&self, cols: &[T], dx: &mut [T]) {
+        let p = &self.p;
+        let (hw, l) = (p.h * p.w, p.oh * p.ow);
+        let ld = p.n * l;
+        match &self.same_shift {
+            Some(s) => col2im_same_shift(cols, 1, p, s, dx, ld, p.n),
+            None => {
+                for (img, plane) in dx.chunks_mut(hw).enumerate() {
+                    col2im(&cols[img * l..], 1, p, plane, ld);
+                }
+            }
         }
     }
 }
@@ -391,7 +413,7 @@ mod tests {
             }
             let cols: Vec<f64> = (0..rows * ld).map(|i| (i % 7) as f64 - 3.0).collect();
             let (mut fast, mut slow) = (vec![0.5; x.len()], vec![0.5; x.len()]);
-            col2im_same_shift(&cols, p.c, &p, &shift, &mut fast, ld);
+            col2im_same_shift(&cols, p.c, &p, &shift, &mut fast, ld, 1);
             col2im(&cols, p.c, &p, &mut slow, ld);
             assert_eq!(fast, slow, "{p:?}");
         }
