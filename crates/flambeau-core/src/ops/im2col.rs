@@ -200,7 +200,7 @@ impl Unfold {
     ) {
         match &self.same_shift {
             Some(s) => im2col_same_shift(x, channels, &self.p, s, cols, ld, 1, 0),
-            None => im2col(x, channels, &self.p, cols, ld),
+            None => im2col(x, channels, &self.p, cols, ld, 1, 0),
         }
     }
 
@@ -211,14 +211,9 @@ impl Unfold {
         let (hw, l) = (p.h * p.w, p.oh * p.ow);
         let ld = p.n * l;
         match &self.same_shift {
-            // Tap by tap over the images: the tap's span and mask are looked up once.
+            // Tap by tap over the images: each tap's geometry is worked out once.
             Some(s) => im2col_same_shift(&x[c * hw..], 1, p, s, cols, ld, p.n, p.c * hw),
-            None => {
-                for img in 0..p.n {
-                    let plane = &x[(img * p.c + c) * hw..][..hw];
-                    im2col(plane, 1, p, &mut cols[img * l..], ld);
-                }
-            }
+            None => im2col(&x[c * hw..], 1, p, cols, ld, p.n, p.c * hw),
         }
     }
 
@@ -272,40 +267,43 @@ fn scatter_add_strided<T: Float>(dst: &mut [T], vals: &[T], stride: usize) {
 }
 
 /// Fills `cols` from `x` (`[C, H, W]` contiguous), any stride.
+#[allow(clippy::too_many_arguments)]
 fn im2col<T: Float>(
     x: &[T],
     channels: usize,
     p: &ConvParams,
     cols: &mut [MaybeUninit<T>],
     ld: usize,
+    images: usize,
+    plane_stride: usize,
 ) {
     let (h, w, oh, ow) = (p.h, p.w, p.oh, p.ow);
     let l = oh * ow;
     for c in 0..channels {
-        let plane = &x[c * h * w..(c + 1) * h * w];
         for ky in 0..p.kh {
             for kx in 0..p.kw {
                 let row = (c * p.kh + ky) * p.kw + kx;
-                let dst = &mut cols[row * ld..row * ld + l];
                 let offset = (kx * p.dilation) as isize - p.padding as isize;
                 let valid = valid_range(ow, w, p.stride, offset);
-                for oy in 0..oh {
-                    let iy = (oy * p.stride + ky * p.dilation) as isize - p.padding as isize;
-                    let out_row = &mut dst[oy * ow..(oy + 1) * ow];
-                    if iy < 0 || iy >= h as isize || valid.is_empty() {
-                        out_row.fill(MaybeUninit::new(T::zero()));
-                        continue;
-                    }
-                    let src = &plane[iy as usize * w..(iy as usize + 1) * w];
-                    out_row[..valid.start].fill(MaybeUninit::new(T::zero()));
-                    out_row[valid.end..].fill(MaybeUninit::new(T::zero()));
-                    let first = (valid.start * p.stride) as isize + offset;
-                    let src = &src[first as usize..];
-                    let out = &mut out_row[valid.clone()];
-                    if p.stride == 1 {
-                        out.write_copy_of_slice(&src[..out.len()]);
-                    } else {
-                        gather_strided(out, src, p.stride);
+                let first = (valid.start * p.stride) as isize + offset;
+                for img in 0..images {
+                    let plane = &x[img * plane_stride + c * h * w..][..h * w];
+                    let dst = &mut cols[row * ld + img * l..][..l];
+                    for (oy, out_row) in dst.chunks_mut(ow).enumerate() {
+                        let iy = (oy * p.stride + ky * p.dilation) as isize - p.padding as isize;
+                        if iy < 0 || iy >= h as isize || valid.is_empty() {
+                            out_row.fill(MaybeUninit::new(T::zero()));
+                            continue;
+                        }
+                        let src = &plane[iy as usize * w + first as usize..];
+                        out_row[..valid.start].fill(MaybeUninit::new(T::zero()));
+                        out_row[valid.end..].fill(MaybeUninit::new(T::zero()));
+                        let out = &mut out_row[valid.clone()];
+                        if p.stride == 1 {
+                            out.write_copy_of_slice(&src[..out.len()]);
+                        } else {
+                            gather_strided(out, src, p.stride);
+                        }
                     }
                 }
             }
@@ -396,7 +394,7 @@ mod tests {
             let mut fast = vec![MaybeUninit::new(f64::NAN); rows * ld];
             let mut slow = fast.clone();
             im2col_same_shift(&x, p.c, &p, &shift, &mut fast, ld, 1, 0);
-            im2col(&x, p.c, &p, &mut slow, ld);
+            im2col(&x, p.c, &p, &mut slow, ld, 1, 0);
             // SAFETY: initialised above (NaN where the functions do not write).
             let (fast, slow): (Vec<f64>, Vec<f64>) = unsafe {
                 (
