@@ -13,6 +13,7 @@ use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::storage::contiguous_f32;
+use super::uninit::{assume_init, uninit};
 
 /// Whether [`batch_norm`] takes the fused path for this input (CPU, f32); other inputs use the
 /// composed candle ops.
@@ -106,6 +107,12 @@ impl Dims {
     fn m(&self) -> usize {
         self.n * self.hw
     }
+
+    /// Planes per parallel task: enough that small maps (1×1 in ResNet's last stage) do not
+    /// turn into one task per element.
+    fn planes_per_task(&self) -> usize {
+        (4096 / self.hw.max(1)).max(1)
+    }
 }
 
 /// What the forward leaves for the backward.
@@ -129,7 +136,11 @@ fn channel_sums(
     d: Dims,
     plane_sums: impl Fn(usize) -> (f64, f64) + Sync + Send,
 ) -> (Vec<f64>, Vec<f64>) {
-    let partial: Vec<(f64, f64)> = (0..d.n * d.c).into_par_iter().map(plane_sums).collect();
+    let partial: Vec<(f64, f64)> = (0..d.n * d.c)
+        .into_par_iter()
+        .with_min_len(d.planes_per_task())
+        .map(plane_sums)
+        .collect();
     let (mut a, mut b) = (vec![0.0; d.c], vec![0.0; d.c]);
     for (i, (pa, pb)) in partial.into_iter().enumerate() {
         a[i % d.c] += pa;
@@ -222,10 +233,11 @@ impl CustomOp3 for BatchNormOp {
         let shift: Vec<f32> = (0..d.c)
             .map(|c| (beta[c] as f64 - stats.mean[c] * gamma[c] as f64 * inv_std[c]) as f32)
             .collect();
-        let mut y = vec![0f32; x.len()];
+        let mut y = uninit(x.len());
         let relu = self.relu;
         y.par_chunks_mut(d.hw.max(1))
             .zip(x.par_chunks(d.hw.max(1)))
+            .with_min_len(d.planes_per_task())
             .enumerate()
             .for_each(|(i, (yp, xp))| {
                 let (a, b) = (scale[i % d.c], shift[i % d.c]);
@@ -233,14 +245,16 @@ impl CustomOp3 for BatchNormOp {
                     for (o, &v) in yp.iter_mut().zip(xp) {
                         let v = v * a + b;
                         // NaN stays NaN, as in PyTorch's ReLU.
-                        *o = if v > 0.0 || v.is_nan() { v } else { 0.0 };
+                        o.write(if v > 0.0 || v.is_nan() { v } else { 0.0 });
                     }
                 } else {
                     for (o, &v) in yp.iter_mut().zip(xp) {
-                        *o = v * a + b;
+                        o.write(v * a + b);
                     }
                 }
             });
+        // SAFETY: every plane written.
+        let y = unsafe { assume_init(y) };
         *self.saved.lock().expect("not poisoned") = Saved { stats, inv_std };
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
@@ -347,20 +361,23 @@ impl CustomOp3 for BatchNormBackward {
                 a[ch] = (scale * sum_dy[ch] / m) as f32;
             }
         }
-        let mut dx = vec![0f32; x.len()];
+        let mut dx = uninit(x.len());
         dx.par_chunks_mut(hw)
             .zip(
                 x.par_chunks(hw)
                     .zip(dy.par_chunks(hw).zip(y.par_chunks(hw))),
             )
+            .with_min_len(d.planes_per_task())
             .enumerate()
             .for_each(|(i, (dxp, (xp, (gp, yp))))| {
                 let ch = i % c;
                 let (k, a, b, mu) = (k[ch], a[ch], b[ch], mu[ch]);
                 for ((o, &xv), (&g, &yv)) in dxp.iter_mut().zip(xp).zip(gp.iter().zip(yp)) {
-                    *o = k * gated(relu, g, yv) - a - b * (xv - mu);
+                    o.write(k * gated(relu, g, yv) - a - b * (xv - mu));
                 }
             });
+        // SAFETY: every plane written.
+        let dx = unsafe { assume_init(dx) };
         let dgamma = (0..c).map(|ch| sum_dy_xmu[ch] * self.inv_std[ch]).collect();
         *self.sums.lock().expect("not poisoned") = (dgamma, sum_dy);
         Ok((CpuStorage::F32(dx), l1.shape().clone()))

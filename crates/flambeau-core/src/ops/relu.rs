@@ -9,6 +9,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Shape
 use rayon::prelude::*;
 
 use super::storage::contiguous_f32;
+use super::uninit::{assume_init, uninit};
 
 const CHUNK: usize = 1 << 14;
 
@@ -37,16 +38,24 @@ fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
 }
 
 /// `f` over `(a, b)` element pairs into a new vector, in parallel.
-fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
-    let mut out = vec![0f32; a.len()];
+fn zip_map(
+    a: &[f32],
+    b: &[f32],
+    f: impl Fn(f32, f32) -> f32 + Sync,
+) -> candle_core::Result<Vec<f32>> {
+    if a.len() != b.len() {
+        candle_core::bail!("relu: operands of {} and {} elements", a.len(), b.len())
+    }
+    let mut out = uninit(a.len());
     out.par_chunks_mut(CHUNK)
         .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
         .for_each(|(o, (a, b))| {
             for ((o, &x), &y) in o.iter_mut().zip(a).zip(b) {
-                *o = f(x, y);
+                o.write(f(x, y));
             }
         });
-    out
+    // SAFETY: the chunks cover every element.
+    Ok(unsafe { assume_init(out) })
 }
 
 /// `dy` where `y > 0`, else 0.
@@ -64,7 +73,7 @@ impl CustomOp1 for Relu {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = slice(s, l)?;
         // NaN stays NaN, as in PyTorch (`max` would drop it).
-        let y = zip_map(x, x, |v, _| if v > 0.0 || v.is_nan() { v } else { 0.0 });
+        let y = zip_map(x, x, |v, _| if v > 0.0 || v.is_nan() { v } else { 0.0 })?;
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -94,7 +103,7 @@ impl CustomOp2 for AddRelu {
             } else {
                 0.0
             }
-        });
+        })?;
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -131,7 +140,7 @@ impl CustomOp2 for ReluBackward {
             } else {
                 0.0
             }
-        });
+        })?;
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }
