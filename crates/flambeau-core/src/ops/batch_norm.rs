@@ -149,9 +149,9 @@ fn channel_sums(
     (a, b)
 }
 
-/// Lanes of the f64 accumulators: independent chains the compiler turns into one AVX-512
-/// vector (a single running sum would wait on the adder's latency at every element).
-const LANES: usize = 8;
+/// Lanes of the f64 accumulators: independent chains the compiler keeps in four AVX2 vectors
+/// (a single running sum would wait on the adder's latency at every element).
+const LANES: usize = 16;
 
 /// `(Σ f(i), Σ g(i))` over `0..len` in f64, lane by lane, lanes combined in order.
 #[inline(always)]
