@@ -134,32 +134,21 @@ fn conv2d_computes_only_the_gradients_autograd_needs() {
         &dev,
     )
     .unwrap();
+    let grads_of = |x: &Tensor, w: &Tensor| {
+        let y = conv2d(x, w, 1, 1, 1, 1).unwrap();
+        y.sum_all().unwrap().backward().unwrap()
+    };
     // A frozen input (an image): only the weight gets a gradient.
     let wv = Var::from_tensor(&w).unwrap();
-    let grads = conv2d(&x, wv.as_tensor(), 1, 1, 1, 1)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
+    let grads = grads_of(&x, wv.as_tensor());
     assert!(grads.get(&x).is_none());
     let dw = grads.get(wv.as_tensor()).unwrap().clone();
     // A frozen weight: only the input does; the same values as when both are variables.
     let xv = Var::from_tensor(&x).unwrap();
-    let grads = conv2d(xv.as_tensor(), &w, 1, 1, 1, 1)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
+    let grads = grads_of(xv.as_tensor(), &w);
     assert!(grads.get(&w).is_none());
     let dx = grads.get(xv.as_tensor()).unwrap().clone();
-    let grads = conv2d(xv.as_tensor(), wv.as_tensor(), 1, 1, 1, 1)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
+    let grads = grads_of(xv.as_tensor(), wv.as_tensor());
     assert_close("dx", &dx, grads.get(xv.as_tensor()).unwrap(), 0.0, 0.0);
     assert_close("dw", &dw, grads.get(wv.as_tensor()).unwrap(), 0.0, 0.0);
 }

@@ -43,7 +43,14 @@ pub fn momentum_buffer(
     let (param, grad) = (param.contiguous()?, grad.contiguous()?);
     match old {
         Some(b) if b.is_contiguous() => {
-            b.inplace_op3(&param, &grad, &MomentumUpdate(h))?;
+            b.inplace_op3(
+                &param,
+                &grad,
+                &InPlace {
+                    h,
+                    target: Target::Momentum,
+                },
+            )?;
             Ok(b)
         }
         Some(b) => param.apply_op3_no_bwd(&grad, &b.contiguous()?, &Update { h, first: false }),
@@ -62,7 +69,14 @@ pub fn update_param(
     if !param.is_contiguous() {
         candle_core::bail!("sgd: the parameter is not contiguous")
     }
-    param.inplace_op3(&grad.contiguous()?, &buffer.contiguous()?, &ParamUpdate(h))
+    param.inplace_op3(
+        &grad.contiguous()?,
+        &buffer.contiguous()?,
+        &InPlace {
+            h,
+            target: Target::Param,
+        },
+    )
 }
 
 struct Update {
@@ -121,12 +135,27 @@ impl CustomOp3 for Update {
     }
 }
 
-/// `buffer ← momentum · buffer + (1 - dampening) · direction`, in place: `(buffer; param, grad)`.
-struct MomentumUpdate(Hyper);
+/// Which tensor an in-place pass updates.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    /// `buffer ← momentum · buffer + (1 - dampening) · direction`: `(buffer; param, grad)`.
+    Momentum,
+    /// `param ← param - lr · step`: `(param; grad, buffer)`.
+    Param,
+}
 
-impl InplaceOp3 for MomentumUpdate {
+/// One in-place pass of the SGD step.
+struct InPlace {
+    h: Hyper,
+    target: Target,
+}
+
+impl InplaceOp3 for InPlace {
     fn name(&self) -> &'static str {
-        "flambeau-sgd-momentum-in-place"
+        match self.target {
+            Target::Momentum => "flambeau-sgd-momentum",
+            Target::Param => "flambeau-sgd-param",
+        }
     }
 
     fn cpu_fwd(
@@ -138,15 +167,18 @@ impl InplaceOp3 for MomentumUpdate {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<()> {
-        let (p, g) = (slice(s2, l2)?, slice(s3, l3)?);
-        let b = contiguous_f32_mut(s1, l1)?;
-        if b.len() != p.len() || b.len() != g.len() {
+        let (a, b) = (slice(s2, l2)?, slice(s3, l3)?);
+        let dst = contiguous_f32_mut(s1, l1)?;
+        if dst.len() != a.len() || dst.len() != b.len() {
             candle_core::bail!("sgd: parameter, gradient and buffer sizes differ")
         }
-        let h = self.0;
-        b.par_chunks_mut(CHUNK)
-            .zip(p.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
-            .for_each(|(b, (p, g))| with_direction!(h, momentum_in_place(b, p, g, &h)));
+        let (h, target) = (self.h, self.target);
+        dst.par_chunks_mut(CHUNK)
+            .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+            .for_each(|(d, (a, b))| match target {
+                Target::Momentum => with_direction!(h, momentum_in_place(d, a, b, &h)),
+                Target::Param => with_direction!(h, param_chunk(d, a, b, &h)),
+            });
         Ok(())
     }
 }
@@ -170,36 +202,6 @@ fn contiguous_f32_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> candle_core::Res
     match (s, l.contiguous_offsets()) {
         (CpuStorage::F32(v), Some((start, end))) => Ok(&mut v[start..end]),
         _ => candle_core::bail!("sgd: expected a contiguous f32 tensor to update in place"),
-    }
-}
-
-/// `param ← param - lr · step`, in place.
-struct ParamUpdate(Hyper);
-
-impl InplaceOp3 for ParamUpdate {
-    fn name(&self) -> &'static str {
-        "flambeau-sgd-param"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<()> {
-        let (g, b) = (slice(s2, l2)?, slice(s3, l3)?);
-        let p = contiguous_f32_mut(s1, l1)?;
-        if p.len() != g.len() || p.len() != b.len() {
-            candle_core::bail!("sgd: parameter, gradient and buffer sizes differ")
-        }
-        let h = self.0;
-        p.par_chunks_mut(CHUNK)
-            .zip(g.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-            .for_each(|(p, (g, b))| with_direction!(h, param_chunk(p, g, b, &h)));
-        Ok(())
     }
 }
 
