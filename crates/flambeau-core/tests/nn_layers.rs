@@ -89,17 +89,22 @@ fn max_pool2d_matches_pytorch_including_backward() {
     }
 }
 
-#[test]
-fn max_pool2d_works_in_f32_and_rejects_oversized_padding() {
-    let t = nn_fixture("pool_resnet_stem");
-    let x = t["x"].to_dtype(candle_core::DType::F32).unwrap();
-    let pool = MaxPool2d::new(MaxPool2dConfig {
+/// ResNet's stem max-pool: 3×3, stride 2, padding 1.
+fn resnet_stem_pool() -> MaxPool2d {
+    MaxPool2d::new(MaxPool2dConfig {
         kernel_size: 3,
         stride: Some(2),
         padding: 1,
         dilation: 1,
         ceil_mode: false,
-    });
+    })
+}
+
+#[test]
+fn max_pool2d_works_in_f32_and_rejects_oversized_padding() {
+    let t = nn_fixture("pool_resnet_stem");
+    let x = t["x"].to_dtype(candle_core::DType::F32).unwrap();
+    let pool = resnet_stem_pool();
     assert_close(
         "f32 pool",
         &pool.forward(&x).unwrap(),
@@ -156,13 +161,7 @@ fn conv2d_computes_only_the_gradients_autograd_needs() {
 #[test]
 fn max_pool2d_second_backward_recomputes_the_same_gradient() {
     let t = nn_fixture("pool_resnet_stem");
-    let pool = MaxPool2d::new(MaxPool2dConfig {
-        kernel_size: 3,
-        stride: Some(2),
-        padding: 1,
-        dilation: 1,
-        ceil_mode: false,
-    });
+    let pool = resnet_stem_pool();
     // Zeros from a ReLU make ties: the first maximum of each window gets the gradient.
     let x = Var::from_tensor(&t["x"].relu().unwrap()).unwrap();
     let loss = pool.forward(x.as_tensor()).unwrap().sum_all().unwrap();
