@@ -116,9 +116,9 @@ fn batch_norm2d_rejects_wrong_channel_count() {
 }
 
 #[test]
-fn fused_batch_norm_relu_equals_batch_norm_then_relu_in_f32() {
+fn fused_batch_norm_relu_and_add_relu_equal_the_separate_ops_in_f32() {
     use candle_core::{DType, Device, Tensor};
-    use flambeau_core::ops::relu::relu;
+    use flambeau_core::ops::relu::{add_relu, relu};
     use flambeau_core::VarStore;
 
     let dev = Device::Cpu;
@@ -141,16 +141,24 @@ fn fused_batch_norm_relu_equals_batch_norm_then_relu_in_f32() {
         &dev,
     )
     .unwrap();
-    for train in [true, false] {
+    let residual: Vec<f32> = (0..values.len()).map(|i| (i % 7) as f32 - 3.0).collect();
+    for (train, with_residual) in [(true, false), (false, false), (true, true), (false, true)] {
         let run = |fused: bool| {
             let x = Var::from_vec(values.clone(), (2, 3, 4, 5), &dev).unwrap();
-            let y = if fused {
-                bn.forward_relu_t(x.as_tensor(), train).unwrap()
-            } else {
-                relu(&bn.forward_t(x.as_tensor(), train).unwrap()).unwrap()
-            };
+            let r = Var::from_vec(residual.clone(), (2, 3, 4, 5), &dev).unwrap();
+            let x_ = x.as_tensor();
+            let y = match (fused, with_residual) {
+                (true, false) => bn.forward_relu_t(x_, train),
+                (false, false) => relu(&bn.forward_t(x_, train).unwrap()),
+                (true, true) => bn.forward_add_relu_t(x_, r.as_tensor(), train),
+                (false, true) => add_relu(&bn.forward_t(x_, train).unwrap(), r.as_tensor()),
+            }
+            .unwrap();
             let grads = (&y * &g).unwrap().sum_all().unwrap().backward().unwrap();
-            let mut out = vec![y, grads.get(x.as_tensor()).unwrap().clone()];
+            let mut out = vec![y, grads.get(x_).unwrap().clone()];
+            if with_residual {
+                out.push(grads.get(r.as_tensor()).unwrap().clone());
+            }
             for (_, var) in vs.named_parameters() {
                 out.push(grads.get(var.as_tensor()).unwrap().clone());
             }
@@ -159,7 +167,8 @@ fn fused_batch_norm_relu_equals_batch_norm_then_relu_in_f32() {
         let (fused, composed) = (run(true), run(false));
         assert!(fused[0].min_all().unwrap().to_scalar::<f32>().unwrap() == 0.0);
         for (i, (a, b)) in fused.iter().zip(&composed).enumerate() {
-            assert_close(&format!("train {train}, output {i}"), a, b, 1e-6, 1e-6);
+            let what = format!("train {train}, residual {with_residual}, output {i}");
+            assert_close(&what, a, b, 1e-6, 1e-6);
         }
     }
 }

@@ -44,6 +44,19 @@ pub struct BatchStats {
     pub var: Vec<f64>,
 }
 
+/// What follows the normalisation inside the same op: no pass of its own over the activation,
+/// forward or backward, and no extra node for autograd to accumulate a gradient into.
+#[derive(Debug, Clone, Copy)]
+pub enum Then<'a> {
+    /// Nothing: `y = batch_norm(x)`.
+    Nothing,
+    /// `y = relu(batch_norm(x))`.
+    Relu,
+    /// `y = relu(batch_norm(x) + residual)`: a residual block's ending (also differentiable
+    /// in `residual`).
+    AddRelu(&'a Tensor),
+}
+
 /// `y = (x - mean) / sqrt(var + eps) * weight + bias` per channel, differentiable in `x`,
 /// `weight` and `bias`. Returns `y` and the statistics used (for the running averages).
 pub fn batch_norm(
@@ -53,28 +66,17 @@ pub fn batch_norm(
     stats: Statistics,
     eps: f64,
 ) -> candle_core::Result<(Tensor, BatchStats)> {
-    fused(x, weight, bias, stats, eps, false)
+    batch_norm_then(x, weight, bias, stats, eps, Then::Nothing)
 }
 
-/// `relu(batch_norm(x))` as one op: the ReLU costs no pass of its own, forward or backward,
-/// and no extra node for autograd to accumulate a gradient into.
-pub fn batch_norm_relu(
+/// [`batch_norm`] followed by `then`, as one op.
+pub fn batch_norm_then(
     x: &Tensor,
     weight: &Tensor,
     bias: &Tensor,
     stats: Statistics,
     eps: f64,
-) -> candle_core::Result<(Tensor, BatchStats)> {
-    fused(x, weight, bias, stats, eps, true)
-}
-
-fn fused(
-    x: &Tensor,
-    weight: &Tensor,
-    bias: &Tensor,
-    stats: Statistics,
-    eps: f64,
-    relu: bool,
+    then: Then,
 ) -> candle_core::Result<(Tensor, BatchStats)> {
     let (n, c, h, w) = x.dims4()?;
     let dims = Dims { n, c, hw: h * w };
@@ -83,14 +85,30 @@ fn fused(
         dims,
         eps,
         stats,
-        relu,
+        relu: !matches!(then, Then::Nothing),
+        residual: matches!(then, Then::AddRelu(_)),
         saved: saved.clone(),
     };
-    let y = x.contiguous()?.apply_op3(
-        &weight.to_dtype(DType::F32)?.contiguous()?,
-        &bias.to_dtype(DType::F32)?.contiguous()?,
-        op,
-    )?;
+    let (gamma, beta) = (
+        weight.to_dtype(DType::F32)?.contiguous()?,
+        bias.to_dtype(DType::F32)?.contiguous()?,
+    );
+    let x = x.contiguous()?;
+    let y = match then {
+        Then::AddRelu(residual) => {
+            if residual.shape() != x.shape() {
+                candle_core::bail!(
+                    "batch_norm: residual {:?} does not match the input {:?}",
+                    residual.dims(),
+                    x.dims()
+                )
+            }
+            // The op's third input is `[weight; bias]` (candle ops take at most three).
+            let residual = residual.to_dtype(DType::F32)?.contiguous()?;
+            x.apply_op3(&residual, &Tensor::cat(&[&gamma, &beta], 0)?, op)?
+        }
+        Then::Nothing | Then::Relu => x.apply_op3(&gamma, &beta, op)?,
+    };
     let saved = saved.lock().expect("not poisoned");
     Ok((y, saved.stats.clone()))
 }
@@ -128,6 +146,9 @@ struct BatchNormOp {
     stats: Statistics,
     /// Whether a ReLU follows (fused).
     relu: bool,
+    /// Whether a residual is added before the ReLU: the inputs are then
+    /// `(x, residual, [weight; bias])` instead of `(x, weight, bias)`.
+    residual: bool,
     saved: Arc<Mutex<Saved>>,
 }
 
@@ -209,8 +230,17 @@ impl CustomOp3 for BatchNormOp {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let d = self.dims;
         let x = contiguous_f32(s1, l1, "batch_norm input")?;
-        let gamma = contiguous_f32(s2, l2, "batch_norm weight")?;
-        let beta = contiguous_f32(s3, l3, "batch_norm bias")?;
+        let (gamma, beta, residual) = if self.residual {
+            let gb = contiguous_f32(s3, l3, "batch_norm weight and bias")?;
+            let residual = contiguous_f32(s2, l2, "batch_norm residual")?;
+            if gb.len() != 2 * d.c || residual.len() != x.len() {
+                candle_core::bail!("batch_norm: residual or weight and bias of the wrong size")
+            }
+            (&gb[..d.c], &gb[d.c..], Some(residual))
+        } else {
+            let gamma = contiguous_f32(s2, l2, "batch_norm weight")?;
+            (gamma, contiguous_f32(s3, l3, "batch_norm bias")?, None)
+        };
         if gamma.len() != d.c || beta.len() != d.c {
             candle_core::bail!("batch_norm: weight and bias must have {} elements", d.c)
         }
@@ -241,7 +271,14 @@ impl CustomOp3 for BatchNormOp {
             .enumerate()
             .for_each(|(i, (yp, xp))| {
                 let (a, b) = (scale[i % d.c], shift[i % d.c]);
-                if relu {
+                if let Some(residual) = residual {
+                    let rp = &residual[i * d.hw..][..xp.len()];
+                    for ((o, &v), &r) in yp.iter_mut().zip(xp).zip(rp) {
+                        // The unfused order: normalise, round, then add.
+                        let v = (v * a + b) + r;
+                        o.write(if v > 0.0 || v.is_nan() { v } else { 0.0 });
+                    }
+                } else if relu {
                     for (o, &v) in yp.iter_mut().zip(xp) {
                         let v = v * a + b;
                         // NaN stays NaN, as in PyTorch's ReLU.
@@ -262,11 +299,18 @@ impl CustomOp3 for BatchNormOp {
     fn bwd(
         &self,
         x: &Tensor,
-        weight: &Tensor,
-        _bias: &Tensor,
+        second: &Tensor,
+        third: &Tensor,
         res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // `(x, weight, bias)`, or `(x, residual, [weight; bias])`.
+        let weight = if self.residual {
+            third.narrow(0, 0, self.dims.c)?
+        } else {
+            second.clone()
+        };
+        let grad = grad.to_dtype(DType::F32)?.contiguous()?;
         let saved = self.saved.lock().expect("not poisoned");
         let sums = Arc::new(Mutex::new((Vec::new(), Vec::new())));
         let op = BatchNormBackward {
@@ -278,13 +322,20 @@ impl CustomOp3 for BatchNormOp {
             relu: self.relu,
             sums: sums.clone(),
         };
-        let dx = x.apply_op3_no_bwd(&grad.to_dtype(DType::F32)?.contiguous()?, res, &op)?;
+        let dx = x.apply_op3_no_bwd(&grad, res, &op)?;
         let (dgamma, dbeta) = sums.lock().expect("not poisoned").clone();
         let to_tensor = |v: Vec<f64>| -> candle_core::Result<Tensor> {
             let v: Vec<f32> = v.into_iter().map(|x| x as f32).collect();
             Tensor::from_vec(v, self.dims.c, x.device())?.to_dtype(weight.dtype())
         };
-        Ok((Some(dx), Some(to_tensor(dgamma)?), Some(to_tensor(dbeta)?)))
+        let (dgamma, dbeta) = (to_tensor(dgamma)?, to_tensor(dbeta)?);
+        if self.residual {
+            // The residual's gradient is the ReLU's: `dy` where `y > 0`.
+            let dresidual = super::relu::masked_grad(res, &grad)?;
+            let dgamma_beta = Tensor::cat(&[&dgamma, &dbeta], 0)?;
+            return Ok((Some(dx), Some(dresidual), Some(dgamma_beta)));
+        }
+        Ok((Some(dx), Some(dgamma), Some(dbeta)))
     }
 }
 

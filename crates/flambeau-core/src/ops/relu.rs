@@ -59,7 +59,7 @@ fn zip_map(
 }
 
 /// `dy` where `y > 0`, else 0.
-fn masked_grad(y: &Tensor, dy: &Tensor) -> candle_core::Result<Tensor> {
+pub(crate) fn masked_grad(y: &Tensor, dy: &Tensor) -> candle_core::Result<Tensor> {
     y.apply_op2_no_bwd(&dy.contiguous()?, &ReluBackward)
 }
 

@@ -2,7 +2,6 @@
 
 use candle_core::{ModuleT, Tensor};
 use flambeau_core::nn::{BatchNorm2d, BatchNormConfig, Conv2d, Conv2dConfig};
-use flambeau_core::ops::relu::add_relu;
 use flambeau_core::VarBuilder;
 
 use super::resnet::{conv_init, Downsample};
@@ -71,13 +70,11 @@ impl ModuleT for BasicBlock {
         let out = self
             .bn1
             .forward_relu_t(&self.conv1.forward_t(x, train)?, train)?;
-        let out = self
-            .bn2
-            .forward_t(&self.conv2.forward_t(&out, train)?, train)?;
+        let out = self.conv2.forward_t(&out, train)?;
         let identity = match &self.downsample {
             Some(d) => d.forward_t(x, train)?,
             None => x.clone(),
         };
-        add_relu(&out, &identity)
+        self.bn2.forward_add_relu_t(&out, &identity, train)
     }
 }

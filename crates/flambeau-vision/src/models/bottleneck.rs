@@ -2,7 +2,6 @@
 
 use candle_core::{ModuleT, Tensor};
 use flambeau_core::nn::{BatchNorm2d, BatchNormConfig, Conv2d, Conv2dConfig};
-use flambeau_core::ops::relu::add_relu;
 use flambeau_core::VarBuilder;
 
 use super::resnet::{conv_init, Downsample};
@@ -78,13 +77,11 @@ impl ModuleT for Bottleneck {
         let out = self
             .bn2
             .forward_relu_t(&self.conv2.forward_t(&out, train)?, train)?;
-        let out = self
-            .bn3
-            .forward_t(&self.conv3.forward_t(&out, train)?, train)?;
+        let out = self.conv3.forward_t(&out, train)?;
         let identity = match &self.downsample {
             Some(d) => d.forward_t(x, train)?,
             None => x.clone(),
         };
-        add_relu(&out, &identity)
+        self.bn3.forward_add_relu_t(&out, &identity, train)
     }
 }
