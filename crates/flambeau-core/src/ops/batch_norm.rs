@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::relu::{relu_grad, relu_of};
 use super::storage::contiguous_f32;
 use super::uninit::{assume_init, uninit};
 
@@ -275,14 +276,11 @@ impl CustomOp3 for BatchNormOp {
                     let rp = &residual[i * d.hw..][..xp.len()];
                     for ((o, &v), &r) in yp.iter_mut().zip(xp).zip(rp) {
                         // The unfused order: normalise, round, then add.
-                        let v = (v * a + b) + r;
-                        o.write(if v > 0.0 || v.is_nan() { v } else { 0.0 });
+                        o.write(relu_of((v * a + b) + r));
                     }
                 } else if relu {
                     for (o, &v) in yp.iter_mut().zip(xp) {
-                        let v = v * a + b;
-                        // NaN stays NaN, as in PyTorch's ReLU.
-                        o.write(if v > 0.0 || v.is_nan() { v } else { 0.0 });
+                        o.write(relu_of(v * a + b));
                     }
                 } else {
                     for (o, &v) in yp.iter_mut().zip(xp) {
@@ -355,10 +353,10 @@ struct BatchNormBackward {
 /// The gradient reaching the normalisation: `dy`, or with a fused ReLU `dy` where `y > 0`.
 #[inline(always)]
 fn gated(relu: bool, g: f32, y: f32) -> f32 {
-    if !relu || y > 0.0 {
-        g
+    if relu {
+        relu_grad(y, g)
     } else {
-        0.0
+        g
     }
 }
 

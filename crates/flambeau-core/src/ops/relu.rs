@@ -33,6 +33,27 @@ pub fn add_relu(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
     a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)
 }
 
+/// `max(v, 0)` with PyTorch's NaN rule: NaN stays NaN (`f32::max` would drop it).
+#[inline(always)]
+pub(crate) fn relu_of(v: f32) -> f32 {
+    if v > 0.0 || v.is_nan() {
+        v
+    } else {
+        0.0
+    }
+}
+
+/// The gradient through a ReLU whose output was `y`: `dy` where `y > 0`, else 0 (PyTorch's
+/// `threshold_backward`).
+#[inline(always)]
+pub(crate) fn relu_grad(y: f32, dy: f32) -> f32 {
+    if y > 0.0 {
+        dy
+    } else {
+        0.0
+    }
+}
+
 fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
     contiguous_f32(s, l, "relu")
 }
@@ -72,8 +93,7 @@ impl CustomOp1 for Relu {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = slice(s, l)?;
-        // NaN stays NaN, as in PyTorch (`max` would drop it).
-        let y = zip_map(x, x, |v, _| if v > 0.0 || v.is_nan() { v } else { 0.0 })?;
+        let y = zip_map(x, x, |v, _| relu_of(v))?;
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -96,14 +116,7 @@ impl CustomOp2 for AddRelu {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let y = zip_map(slice(s1, l1)?, slice(s2, l2)?, |a, b| {
-            let v = a + b;
-            if v > 0.0 || v.is_nan() {
-                v
-            } else {
-                0.0
-            }
-        })?;
+        let y = zip_map(slice(s1, l1)?, slice(s2, l2)?, |a, b| relu_of(a + b))?;
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -134,13 +147,7 @@ impl CustomOp2 for ReluBackward {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let dx = zip_map(slice(s1, l1)?, slice(s2, l2)?, |y, g| {
-            if y > 0.0 {
-                g
-            } else {
-                0.0
-            }
-        })?;
+        let dx = zip_map(slice(s1, l1)?, slice(s2, l2)?, relu_grad)?;
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }
