@@ -23,8 +23,8 @@ use flambeau::{LoadConfig, LoadOptions, VarStore};
 
 fn main() -> Result<()> {
     // Allocator and thread settings for training, then the loop inside rayon's pool.
-    flambeau::runtime::configure_for_training();
-    flambeau::runtime::on_worker(run)
+    flambeau::kernels::runtime::configure_for_training();
+    flambeau::kernels::runtime::on_worker(run)
 }
 
 fn run() -> Result<()> {

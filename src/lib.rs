@@ -2,14 +2,31 @@
 //!
 //! PyTorch-compatible deep learning on [Candle](https://github.com/huggingface/candle):
 //! PyTorch-named parameters, `state_dict` / `load_state_dict` with PyTorch's own error wording
-//! plus a diagnosis, and (in the sibling crates) real `.pth` files, optimizers and ResNets.
+//! plus a diagnosis, real `.pth` files, layers, optimizers, ResNets and a resumable training loop.
 //!
-//! This facade re-exports the workspace crates so that users depend on one package.
+//! This facade re-exports each workspace crate as a module, so that users depend on one package:
+//!
+//! | module | crate | what |
+//! | --- | --- | --- |
+//! | [`core`] | flambeau-core | `VarStore`, `StateDict`, key rules, `load_state_dict` + diagnosis |
+//! | [`kernels`] | flambeau-kernels | the custom ops, and `runtime` settings for training loops |
+//! | [`nn`] | flambeau-nn | layers and losses |
+//! | [`optim`] | flambeau-optim | SGD / Adam / AdamW, LR schedulers, clipping |
+//! | [`serialize`] | flambeau-serialize | `.pth` / safetensors reading and writing, `Checkpoint` |
+//! | [`vision`] | flambeau-vision | torchvision ResNets, datasets, the resumable data loader |
+//!
+//! The types almost every program names are also at the top level, and [`Error`] takes every
+//! crate's error through `From`, so `?` works across all of them.
 
 pub use flambeau_core as core;
-pub use flambeau_core::*;
+pub use flambeau_kernels as kernels;
+pub use flambeau_nn as nn;
+pub use flambeau_optim as optim;
 pub use flambeau_serialize as serialize;
-pub use flambeau_serialize::{
-    load, load_state_dict_file, save, save_state_dict, Checkpoint, CheckpointManager, LoadConfig,
-};
 pub use flambeau_vision as vision;
+
+pub use flambeau_core::{KeyRule, LoadOptions, LoadReport, StateDict, Value, VarBuilder, VarStore};
+pub use flambeau_serialize::{Checkpoint, CheckpointManager, LoadConfig};
+
+mod error;
+pub use error::{Error, Result};

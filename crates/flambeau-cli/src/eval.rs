@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use candle_core::ModuleT;
-use flambeau_core::nn::loss::{accuracy, cross_entropy};
 use flambeau_core::LoadOptions;
+use flambeau_nn::loss::{accuracy, cross_entropy};
 use flambeau_serialize::{Checkpoint, LoadConfig};
 use flambeau_vision::data::{DataLoader, LoaderConfig};
 use flambeau_vision::models::ResNet;

@@ -47,12 +47,12 @@ enum Command {
 
 fn main() -> Result<()> {
     // Allocator and thread-pool settings for training and eval (see the module's docs).
-    flambeau_core::runtime::configure_for_training();
+    flambeau_kernels::runtime::configure_for_training();
     match Cli::parse().command {
         Command::Inspect { file, json, stats } => inspect::run(&file, json, stats),
         Command::Convert(args) => convert::run(&args),
         // The loops run inside rayon's pool, where parallel kernels fork and join directly.
-        Command::Train(args) => flambeau_core::runtime::on_worker(|| train::run(&args)),
-        Command::Eval(args) => flambeau_core::runtime::on_worker(|| eval::run(&args)),
+        Command::Train(args) => flambeau_kernels::runtime::on_worker(|| train::run(&args)),
+        Command::Eval(args) => flambeau_kernels::runtime::on_worker(|| eval::run(&args)),
     }
 }

@@ -5,6 +5,9 @@
 //! names, [`StateDict`] with the key tools users otherwise hand-write, and
 //! `load_state_dict` that answers with PyTorch's own wording plus the cause and the fix.
 //!
+//! Layers live in `flambeau-nn`, optimizers in `flambeau-optim`, kernels in `flambeau-kernels`;
+//! this crate knows only names and state.
+//!
 //! Trainable tensors are [`candle_core::Var`]s kept in a [`candle_nn::VarMap`], so plain
 //! candle-nn code (and candle-nn optimizers) can train a flambeau model unchanged.
 
@@ -12,10 +15,6 @@ pub mod error;
 pub mod init;
 pub mod keys;
 pub mod load;
-pub mod nn;
-pub mod ops;
-pub mod optim;
-pub mod runtime;
 pub mod state_dict;
 pub mod value;
 pub mod var_store;

@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor, Var};
-use flambeau_core::optim::lr_scheduler::{LrScheduler, Scheduler, StepLr};
-use flambeau_core::optim::{Optimizer, ParamGroup, Sgd, SgdConfig};
 use flambeau_core::{Init, VarStore};
+use flambeau_optim::lr_scheduler::{LrScheduler, Scheduler, StepLr};
+use flambeau_optim::{Optimizer, ParamGroup, Sgd, SgdConfig};
 use flambeau_serialize::{load, LoadConfig};
 use flambeau_testkit::{assert_close, fixture, load_tensors};
 
@@ -21,12 +21,12 @@ fn grads_of(ps: &[Var], gs: &[Tensor]) -> candle_core::backprop::GradStore {
 #[test]
 fn sgd_and_steplr_state_from_a_pth_file_continue_exactly() {
     let t: HashMap<String, Tensor> = load_tensors(&fixture(
-        "flambeau-core",
+        "flambeau-optim",
         "optim/resume_sgd_steplr.safetensors",
     ));
-    let grads = load_tensors(&fixture("flambeau-core", "optim/grads.safetensors"));
+    let grads = load_tensors(&fixture("flambeau-optim", "optim/grads.safetensors"));
     let file = load(
-        fixture("flambeau-core", "optim/resume_sgd_steplr.pth"),
+        fixture("flambeau-optim", "optim/resume_sgd_steplr.pth"),
         &LoadConfig::default(),
     )
     .unwrap();

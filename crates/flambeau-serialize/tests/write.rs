@@ -202,8 +202,8 @@ fn save_state_dict_then_pytorch_load_state_dict() {
         return;
     };
     let vs = flambeau_core::VarStore::new(&Device::Cpu, DType::F32);
-    flambeau_core::nn::Conv2d::new(vs.root().pp("conv"), 3, 4, 3, Default::default()).unwrap();
-    flambeau_core::nn::BatchNorm2d::new(vs.root().pp("bn"), 4, Default::default()).unwrap();
+    flambeau_nn::Conv2d::new(vs.root().pp("conv"), 3, 4, 3, Default::default()).unwrap();
+    flambeau_nn::BatchNorm2d::new(vs.root().pp("bn"), 4, Default::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sd.pth");
     save_state_dict(&vs.state_dict(), &path).unwrap();

@@ -9,9 +9,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, ModuleT, Tensor};
-use flambeau_core::nn::loss::cross_entropy;
-use flambeau_core::optim::{Optimizer, ParamGroup, Sgd, SgdConfig};
 use flambeau_core::VarStore;
+use flambeau_nn::loss::cross_entropy;
+use flambeau_optim::{Optimizer, ParamGroup, Sgd, SgdConfig};
 use flambeau_vision::data::{DataLoader, LoaderConfig, Normalize, Synthetic};
 use flambeau_vision::models::{ResNet, ResNetConfig};
 
@@ -23,7 +23,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> Result<()> {
-    flambeau_core::runtime::configure_for_training();
+    flambeau_kernels::runtime::configure_for_training();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [arch, mode, batch, size, steps, rest @ ..] = args.as_slice() else {
         bail!("usage: bench_train ARCH train|eval BATCH SIZE STEPS [loader]");
@@ -74,41 +74,43 @@ fn main() -> Result<()> {
     };
     let mut batches = loader.as_mut().map(|l| l.epoch());
 
-    let (total, forward, backward, update) = flambeau_core::runtime::on_worker(|| -> Result<_> {
-        let (mut total, mut forward, mut backward, mut update) = (vec![], vec![], vec![], vec![]);
-        for i in 0..WARMUP + steps {
-            let t0 = Instant::now();
-            let (x, y) = match batches.as_mut() {
-                Some(it) => {
-                    let b = it.next().context("loader ran out")??;
-                    (b.images, b.labels)
+    let (total, forward, backward, update) =
+        flambeau_kernels::runtime::on_worker(|| -> Result<_> {
+            let (mut total, mut forward, mut backward, mut update) =
+                (vec![], vec![], vec![], vec![]);
+            for i in 0..WARMUP + steps {
+                let t0 = Instant::now();
+                let (x, y) = match batches.as_mut() {
+                    Some(it) => {
+                        let b = it.next().context("loader ran out")??;
+                        (b.images, b.labels)
+                    }
+                    None => (images.clone(), labels.clone()),
+                };
+                let logits = model.forward_t(&x, train)?;
+                if !train {
+                    logits.flatten_all()?.to_vec1::<f32>()?; // wait for the result
+                    if i >= WARMUP {
+                        total.push(t0.elapsed().as_secs_f64());
+                    }
+                    continue;
                 }
-                None => (images.clone(), labels.clone()),
-            };
-            let logits = model.forward_t(&x, train)?;
-            if !train {
-                logits.flatten_all()?.to_vec1::<f32>()?; // wait for the result
+                let loss = cross_entropy(&logits, &y, &Default::default())?;
+                loss.to_scalar::<f32>()?;
+                let t1 = Instant::now();
+                let grads = loss.backward()?;
+                let t2 = Instant::now();
+                opt.step(&grads)?;
+                let t3 = Instant::now();
                 if i >= WARMUP {
-                    total.push(t0.elapsed().as_secs_f64());
+                    total.push((t3 - t0).as_secs_f64());
+                    forward.push((t1 - t0).as_secs_f64());
+                    backward.push((t2 - t1).as_secs_f64());
+                    update.push((t3 - t2).as_secs_f64());
                 }
-                continue;
             }
-            let loss = cross_entropy(&logits, &y, &Default::default())?;
-            loss.to_scalar::<f32>()?;
-            let t1 = Instant::now();
-            let grads = loss.backward()?;
-            let t2 = Instant::now();
-            opt.step(&grads)?;
-            let t3 = Instant::now();
-            if i >= WARMUP {
-                total.push((t3 - t0).as_secs_f64());
-                forward.push((t1 - t0).as_secs_f64());
-                backward.push((t2 - t1).as_secs_f64());
-                update.push((t3 - t2).as_secs_f64());
-            }
-        }
-        Ok((total, forward, backward, update))
-    })?;
+            Ok((total, forward, backward, update))
+        })?;
     let step = median(total);
     let phases = if train {
         format!(

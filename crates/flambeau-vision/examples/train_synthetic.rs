@@ -10,17 +10,17 @@ use std::time::Instant;
 
 use anyhow::Result;
 use candle_core::{DType, Device, ModuleT};
-use flambeau_core::nn::loss::{accuracy, cross_entropy};
-use flambeau_core::optim::lr_scheduler::{CosineAnnealingLr, LrScheduler, Scheduler};
-use flambeau_core::optim::{Optimizer, ParamGroup, Sgd, SgdConfig};
 use flambeau_core::VarStore;
+use flambeau_nn::loss::{accuracy, cross_entropy};
+use flambeau_optim::lr_scheduler::{CosineAnnealingLr, LrScheduler, Scheduler};
+use flambeau_optim::{Optimizer, ParamGroup, Sgd, SgdConfig};
 use flambeau_vision::data::{Augment, DataLoader, LoaderConfig, Normalize, Synthetic};
 use flambeau_vision::models::{ResNet, ResNetConfig};
 
 fn main() -> Result<()> {
     // Allocator and thread settings for training, then the loop inside rayon's pool.
-    flambeau_core::runtime::configure_for_training();
-    flambeau_core::runtime::on_worker(run)
+    flambeau_kernels::runtime::configure_for_training();
+    flambeau_kernels::runtime::on_worker(run)
 }
 
 fn run() -> Result<()> {

@@ -2,8 +2,8 @@
 //! training step's gradients and running statistics.
 
 use candle_core::{DType, Device, ModuleT, Var};
-use flambeau_core::nn::loss::cross_entropy;
 use flambeau_core::{LoadOptions, StateDict, VarStore};
+use flambeau_nn::loss::cross_entropy;
 use flambeau_testkit::{assert_close, fixture, large_fixture, load_json, load_tensors};
 use flambeau_vision::models::resnet::BlockKind;
 use flambeau_vision::models::{ResNet, ResNetConfig};

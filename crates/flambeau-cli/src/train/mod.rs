@@ -12,10 +12,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, ModuleT};
-use flambeau_core::nn::loss::{accuracy, cross_entropy, CrossEntropyOptions};
-use flambeau_core::optim::lr_scheduler::LrScheduler;
-use flambeau_core::optim::Optimizer;
 use flambeau_core::{LoadOptions, VarStore};
+use flambeau_nn::loss::{accuracy, cross_entropy, CrossEntropyOptions};
+use flambeau_optim::lr_scheduler::LrScheduler;
+use flambeau_optim::Optimizer;
 use flambeau_serialize::{Checkpoint, CheckpointManager, LoadConfig};
 use flambeau_vision::data::{DataLoader, LoaderConfig, LoaderState};
 use flambeau_vision::models::ResNet;

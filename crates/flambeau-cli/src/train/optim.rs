@@ -2,11 +2,11 @@
 //! in a checkpoint's state.
 
 use anyhow::{bail, Result};
-use flambeau_core::optim::lr_scheduler::{
+use flambeau_core::{Value, VarStore};
+use flambeau_optim::lr_scheduler::{
     CosineAnnealingLr, LrScheduler, MultiStepLr, OneCycleLr, Scheduler, StepLr,
 };
-use flambeau_core::optim::{Adam, AdamConfig, Optimizer, ParamGroup, Sgd, SgdConfig};
-use flambeau_core::{Value, VarStore};
+use flambeau_optim::{Adam, AdamConfig, Optimizer, ParamGroup, Sgd, SgdConfig};
 
 use super::args::{Args, OptimizerKind, SchedulerKind};
 

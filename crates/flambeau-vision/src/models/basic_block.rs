@@ -1,8 +1,8 @@
 //! torchvision's `BasicBlock` (ResNet-18/34).
 
 use candle_core::{ModuleT, Tensor};
-use flambeau_core::nn::{BatchNorm2d, BatchNormConfig, Conv2d, Conv2dConfig};
 use flambeau_core::VarBuilder;
+use flambeau_nn::{BatchNorm2d, BatchNormConfig, Conv2d, Conv2dConfig};
 
 use super::resnet::{conv_init, Downsample};
 use crate::Result;

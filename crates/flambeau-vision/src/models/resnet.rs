@@ -1,11 +1,11 @@
 //! torchvision's ResNet family, name for name and shape for shape.
 
 use candle_core::{DType, Module, ModuleT, Tensor};
-use flambeau_core::nn::{
+use flambeau_core::{FanMode, Init, Nonlinearity, VarBuilder};
+use flambeau_nn::{
     AdaptiveAvgPool2d, BatchNorm2d, BatchNormConfig, Conv2d, Conv2dConfig, Linear, MaxPool2d,
     MaxPool2dConfig,
 };
-use flambeau_core::{FanMode, Init, Nonlinearity, VarBuilder};
 
 use super::basic_block::BasicBlock;
 use super::bottleneck::Bottleneck;

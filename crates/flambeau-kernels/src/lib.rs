@@ -1,0 +1,24 @@
+//! # flambeau-kernels
+//!
+//! The custom ops behind flambeau's layers and optimizers: GEMM-based convolution with a full
+//! backward pass, fused batch normalisation (with ReLU, and with residual add + ReLU), ReLU,
+//! max pooling with a backward pass, and the fused SGD update. Each is a fast CPU kernel; other
+//! devices and dtypes take the composed candle-op path. [`runtime`] holds the process-wide CPU
+//! settings a training loop may opt into.
+
+pub mod batch_norm;
+pub mod conv2d;
+mod conv2d_batched;
+mod conv_params;
+mod gemm;
+mod im2col;
+pub mod max_pool;
+pub mod relu;
+pub mod runtime;
+pub mod sgd;
+mod storage;
+mod transpose;
+mod uninit;
+
+pub use conv2d::conv2d;
+pub use conv_params::ConvParams;
