@@ -4,7 +4,8 @@
 //! - `fixtures [--large] [NAME…]`: regenerate test fixtures by running `xtask/fixtures/NAME.py`
 //!   with that venv. Small fixtures are committed; `--large` writes the big ones to
 //!   `tests/fixtures-large/` (never committed).
-//! - `test`: setup + large fixtures + the whole test suite with PyTorch round trips enabled.
+//! - `test`: setup + large fixtures + the whole test suite with PyTorch round trips enabled, then
+//!   the layer / optimizer / ResNet suites again with `FLAMBEAU_KERNELS=generic`.
 //! - `bench io`: .pth load/save against torch.load/torch.save on the same machine.
 //! - `bench train`: ResNet training / eval throughput against PyTorch and plain candle.
 
@@ -159,10 +160,33 @@ fn test(cargo_args: &[String]) -> Result<()> {
     let python = setup()?;
     fixtures(&["--large".to_string()])?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    run(Command::new(cargo)
+    run(Command::new(&cargo)
         .current_dir(root())
         .args(["test", "--workspace"])
         .args(cargo_args)
         .env("FLAMBEAU_PYTHON", &python)
+        .env("FLAMBEAU_REQUIRE_TORCH", "1"))?;
+    // The PyTorch-fixture suites again on the device-generic path: the code a GPU runs.
+    eprintln!(
+        "xtask test: the layer, optimizer and ResNet fixture suites with {GENERIC_ENV}=generic"
+    );
+    run(Command::new(&cargo)
+        .current_dir(root())
+        .args(["test"])
+        .args(GENERIC_SUITES.iter().flat_map(|p| ["-p", p]))
+        .args(cargo_args)
+        .env(GENERIC_ENV, "generic")
+        .env("FLAMBEAU_PYTHON", &python)
         .env("FLAMBEAU_REQUIRE_TORCH", "1"))
 }
+
+/// flambeau-kernels' switch to the device-generic path (`flambeau_kernels::mode::ENV_VAR`).
+const GENERIC_ENV: &str = "FLAMBEAU_KERNELS";
+
+/// The crates whose tests compare layers, optimizers and ResNet steps with PyTorch.
+const GENERIC_SUITES: &[&str] = &[
+    "flambeau-kernels",
+    "flambeau-nn",
+    "flambeau-optim",
+    "flambeau-vision",
+];

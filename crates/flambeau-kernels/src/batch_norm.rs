@@ -9,7 +9,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::relu::{relu_grad, relu_of};
@@ -19,7 +19,7 @@ use crate::uninit::{assume_init, uninit};
 /// Whether [`batch_norm`] takes the fused path for this input (CPU, f32); other inputs use the
 /// composed candle ops.
 pub fn supported(x: &Tensor) -> bool {
-    matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32 && x.rank() == 4
+    crate::mode::fast_cpu(x) && x.dtype() == DType::F32 && x.rank() == 4
 }
 
 /// Which statistics normalise the batch.

@@ -9,12 +9,13 @@ use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::conv2d_batched;
 use crate::conv_params::ConvParams;
 use crate::gemm::{matmul, matmul_uninit, Float, MatRef};
+use crate::generic_conv2d;
 use crate::im2col::Unfold;
 use crate::storage::contiguous;
 use crate::transpose::transpose;
@@ -54,9 +55,11 @@ pub fn conv2d(
             "conv2d: kernel {kh}x{kw} (dilation {dilation}) is larger than the padded input {h}x{wd} (padding {padding})"
         )
     };
-    let on_cpu = matches!(x.device(), Device::Cpu);
-    if !on_cpu || !matches!(x.dtype(), DType::F32 | DType::F64) || x.dtype() != w.dtype() {
-        return x.conv2d(w, padding, stride, dilation, groups);
+    if !crate::mode::fast_cpu(x)
+        || !matches!(x.dtype(), DType::F32 | DType::F64)
+        || x.dtype() != w.dtype()
+    {
+        return generic_conv2d::conv2d(x, w, stride, padding, dilation, groups, (oh, ow));
     }
     let p = ConvParams {
         n,

@@ -13,6 +13,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor
 use rayon::prelude::*;
 
 use crate::storage::contiguous;
+use crate::{generic_max_pool, generic_window};
 
 /// Hyper-parameters of a 2-D max pooling (PyTorch's `nn.MaxPool2d` arguments).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,14 +85,28 @@ pub fn max_pool2d(xs: &Tensor, c: &MaxPool2dConfig) -> candle_core::Result<Tenso
             c.kernel_size
         )
     }
+    let oh = output_size(h, c.kernel_size, stride, c.padding, c.dilation, c.ceil_mode)?;
+    let ow = output_size(w, c.kernel_size, stride, c.padding, c.dilation, c.ceil_mode)?;
+    if !crate::mode::fast_cpu(xs) {
+        let window = generic_window::Window {
+            kh: c.kernel_size,
+            kw: c.kernel_size,
+            s: stride,
+            p: c.padding,
+            d: c.dilation,
+            oh,
+            ow,
+        };
+        return generic_max_pool::max_pool2d(xs, window);
+    }
     let op = MaxPoolOp {
         geometry: Geometry {
             k: c.kernel_size,
             s: stride,
             p: c.padding,
             d: c.dilation,
-            oh: output_size(h, c.kernel_size, stride, c.padding, c.dilation, c.ceil_mode)?,
-            ow: output_size(w, c.kernel_size, stride, c.padding, c.dilation, c.ceil_mode)?,
+            oh,
+            ow,
         },
         keep_indices: xs.track_op(),
         indices: Arc::new(Mutex::new(None)),

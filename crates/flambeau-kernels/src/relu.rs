@@ -5,7 +5,7 @@
 //! backward one masked copy (`dx = dy` where the output is positive, as PyTorch's
 //! `threshold_backward`). The residual form also saves the intermediate sum.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::storage::contiguous_f32;
@@ -14,13 +14,13 @@ use crate::uninit::{assume_init, uninit};
 const CHUNK: usize = 1 << 14;
 
 fn fast(t: &Tensor) -> bool {
-    matches!(t.device(), Device::Cpu) && t.dtype() == DType::F32
+    crate::mode::fast_cpu(t) && t.dtype() == DType::F32
 }
 
 /// `max(x, 0)`, differentiable.
 pub fn relu(x: &Tensor) -> candle_core::Result<Tensor> {
     if !fast(x) {
-        return x.relu();
+        return generic_relu(x);
     }
     x.contiguous()?.apply_op1(Relu)
 }
@@ -28,9 +28,19 @@ pub fn relu(x: &Tensor) -> candle_core::Result<Tensor> {
 /// `max(a + b, 0)` (a residual block's ending), differentiable in both.
 pub fn add_relu(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
     if !fast(a) || !fast(b) || a.shape() != b.shape() {
-        return (a + b)?.relu();
+        return generic_relu(&(a + b)?);
     }
     a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)
+}
+
+/// ReLU from candle ops that exist on every device, with PyTorch's rules, which candle's own
+/// `relu` breaks in its backward (it passes the gradient at `x = 0`): the gradient flows where
+/// `x > 0` only, and NaN stays NaN (without a gradient).
+fn generic_relu(x: &Tensor) -> candle_core::Result<Tensor> {
+    let zeros = x.zeros_like()?;
+    let positive = x.gt(&zeros)?.where_cond(x, &zeros)?;
+    let nan = x.ne(x)?;
+    positive + nan.where_cond(&x.detach(), &zeros)?
 }
 
 /// `max(v, 0)` with PyTorch's NaN rule: NaN stays NaN (`f32::max` would drop it).

@@ -5,7 +5,7 @@
 
 use std::mem::MaybeUninit;
 
-use candle_core::{CpuStorage, CustomOp3, DType, Device, InplaceOp3, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, DType, InplaceOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::storage::contiguous_f32;
@@ -24,7 +24,7 @@ pub struct Hyper {
 
 /// Whether the fused path applies.
 pub fn supported(param: &Tensor, grad: &Tensor) -> bool {
-    matches!(param.device(), Device::Cpu)
+    crate::mode::fast_cpu(param)
         && param.dtype() == DType::F32
         && grad.dtype() == DType::F32
         && param.shape() == grad.shape()

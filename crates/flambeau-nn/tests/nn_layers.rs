@@ -125,7 +125,12 @@ fn max_pool2d_works_in_f32_and_rejects_oversized_padding() {
 
 #[test]
 fn conv2d_computes_only_the_gradients_autograd_needs() {
-    use flambeau_kernels::conv2d;
+    use flambeau_kernels::{conv2d, kernel_mode, KernelMode};
+    if kernel_mode() == KernelMode::Generic {
+        // candle's own conv2d backward (the generic path) fills in every input's gradient.
+        eprintln!("skipped: skipping unused gradients is a property of the fast CPU kernel");
+        return;
+    }
     let dev = Device::Cpu;
     let x = Tensor::from_vec(
         (0..2 * 3 * 5 * 5).map(|i| i as f32 / 10.0).collect(),
