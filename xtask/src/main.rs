@@ -8,6 +8,7 @@
 //!   the layer / optimizer / ResNet suites again with `FLAMBEAU_KERNELS=generic`.
 //! - `bench io`: .pth load/save against torch.load/torch.save on the same machine.
 //! - `bench train`: ResNet training / eval throughput against PyTorch and plain candle.
+//! - `cuda setup`, `cuda check`, `gpu bundle`: the CUDA build without a GPU (see `cuda.rs`).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -16,6 +17,7 @@ use anyhow::{bail, Context, Result};
 
 mod bench;
 mod bench_train;
+mod cuda;
 
 /// Pinned so that fixtures regenerate identically.
 const PY_PACKAGES: &[&str] = &[
@@ -45,6 +47,8 @@ fn main() -> Result<()> {
             Some("train") => bench_train::train(&root(), &venv_dir()?.join("bin/python")),
             _ => bail!("usage: cargo xtask bench io|train"),
         },
+        "cuda" => cuda::cuda(rest),
+        "gpu" => cuda::gpu(rest),
         "-h" | "--help" | "help" => {
             print_usage();
             Ok(())
@@ -64,7 +68,10 @@ fn print_usage() {
          fixtures [--large] [NAME] regenerate fixtures with real PyTorch (xtask/fixtures/NAME.py)\n  \
          test [CARGO TEST ARGS]    setup, large fixtures, then the whole test suite\n  \
          bench io                  .pth load/save speed and memory against PyTorch\n  \
-         bench train               ResNet train/eval img/s against PyTorch and plain candle"
+         bench train               ResNet train/eval img/s against PyTorch and plain candle\n  \
+         cuda setup                the CUDA 13.0 toolkit from PyPI under ~/.cache (once)\n  \
+         cuda check                clippy on the CUDA build of every crate\n  \
+         gpu bundle                a CUDA flambeau + gpu-check.sh for a GPU machine (target/gpu-bundle)"
     );
 }
 
@@ -177,7 +184,18 @@ fn test(cargo_args: &[String]) -> Result<()> {
         .args(cargo_args)
         .env(GENERIC_ENV, "generic")
         .env("FLAMBEAU_PYTHON", &python)
-        .env("FLAMBEAU_REQUIRE_TORCH", "1"))
+        .env("FLAMBEAU_REQUIRE_TORCH", "1"))?;
+    // A whole ResNet-18 step, fast kernels against the generic path, as gpu-check.sh runs it
+    // against a GPU.
+    run(Command::new(&cargo).current_dir(root()).args([
+        "run",
+        "--quiet",
+        "--example",
+        "device_check",
+        "--",
+        "--device",
+        "cpu",
+    ]))
 }
 
 /// flambeau-kernels' switch to the device-generic path (`flambeau_kernels::mode::ENV_VAR`).

@@ -62,19 +62,22 @@ pub fn cross_entropy(
         Some(ignore) => t.ne(ignore)?,
         None => t.ones_like()?.to_dtype(DType::U8)?,
     };
-    let safe_t = valid.where_cond(&t, &t.zeros_like()?)?;
-    let max_target = safe_t.max(0)?.to_scalar::<i64>().unwrap_or(0);
-    let min_target = safe_t.min(0)?.to_scalar::<i64>().unwrap_or(0);
-    if n > 0 && (min_target < 0 || max_target >= classes as i64) {
-        candle_core::bail!(
-            "cross_entropy: target {} is out of bounds for {classes} classes",
-            if min_target < 0 {
-                min_target
-            } else {
-                max_target
-            }
-        )
+    let in_range = t.ge(0i64)?.mul(&t.lt(classes as i64)?)?;
+    // On the CPU an out-of-range target is an error, as in PyTorch. Elsewhere reading the targets
+    // back would stall the device every step: the sample's loss becomes NaN instead (PyTorch's
+    // CUDA kernel asserts asynchronously), which the training loop's finite checks report.
+    let out_of_range = valid.mul(&in_range.ones_like()?.sub(&in_range)?)?;
+    if n > 0 && targets.device().is_cpu() && out_of_range.max(0)?.to_scalar::<u8>()? == 1 {
+        let bad: Vec<i64> = t.to_vec1()?;
+        let flags: Vec<u8> = out_of_range.to_vec1()?;
+        let target = bad
+            .iter()
+            .zip(&flags)
+            .find(|(_, &f)| f == 1)
+            .map_or(0, |(t, _)| *t);
+        candle_core::bail!("cross_entropy: target {target} is out of bounds for {classes} classes")
     }
+    let safe_t = valid.mul(&in_range)?.where_cond(&t, &t.zeros_like()?)?;
     let valid_f = valid.to_dtype(logits.dtype())?;
     let picked = log_p.gather(&safe_t.unsqueeze(1)?, 1)?.squeeze(1)?;
     let mut per_sample = (picked.neg()? * &valid_f)?;
@@ -82,6 +85,10 @@ pub fn cross_entropy(
         let eps = opts.label_smoothing;
         let smooth = (log_p.sum(D::Minus1)?.neg()? * &valid_f)?;
         per_sample = ((per_sample * (1.0 - eps))? + (smooth * (eps / classes as f64))?)?;
+    }
+    if !targets.device().is_cpu() {
+        let nan = per_sample.ones_like()?.affine(f64::NAN, 0.0)?;
+        per_sample = out_of_range.where_cond(&nan, &per_sample)?;
     }
     match opts.reduction {
         Reduction::None => Ok(per_sample),

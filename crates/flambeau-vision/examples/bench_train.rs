@@ -2,7 +2,8 @@
 //! JSON line. Run it through xtask, which also runs PyTorch and plain candle on the same work.
 //!
 //! `bench_train ARCH train|eval BATCH SIZE STEPS [loader]`: with `loader`, training batches come
-//! from the DataLoader over the synthetic set instead of one batch kept in memory.
+//! from the DataLoader over the synthetic set instead of one batch kept in memory. The device is
+//! the CPU unless `FLAMBEAU_BENCH_DEVICE` names a GPU (`cuda:0`; needs a CUDA build).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -39,7 +40,16 @@ fn main() -> Result<()> {
         "eval" => false,
         other => bail!("mode `{other}`: expected train or eval"),
     };
-    let device = Device::Cpu;
+    let device = match std::env::var("FLAMBEAU_BENCH_DEVICE").ok().as_deref() {
+        None | Some("cpu") => Device::Cpu,
+        Some(spec) => {
+            let id = spec
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .with_context(|| format!("FLAMBEAU_BENCH_DEVICE={spec}: expected cpu or cuda:N"))?;
+            Device::new_cuda(id)?
+        }
+    };
     let vs = VarStore::with_seed(&device, DType::F32, 0);
     let model = ResNet::new(vs.root(), ResNetConfig::by_name(arch, 10)?)?;
     let mut opt = Sgd::new(
@@ -99,8 +109,10 @@ fn main() -> Result<()> {
                 loss.to_scalar::<f32>()?;
                 let t1 = Instant::now();
                 let grads = loss.backward()?;
+                device.synchronize()?;
                 let t2 = Instant::now();
                 opt.step(&grads)?;
+                device.synchronize()?;
                 let t3 = Instant::now();
                 if i >= WARMUP {
                     total.push((t3 - t0).as_secs_f64());

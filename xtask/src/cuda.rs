@@ -1,0 +1,264 @@
+//! `cargo xtask cuda setup | check` and `cargo xtask gpu bundle`: build and lint flambeau's CUDA
+//! code on machines without a GPU (../shared/CUDA.md has the facts behind each step).
+//!
+//! - `setup`: the CUDA 13.0 toolkit from PyPI wheels (nvcc, headers, the libraries candle links)
+//!   under `~/.cache`, arranged as a `CUDA_HOME`, plus a stub `libcuda.so` to link against (the
+//!   real one comes with the driver). Idempotent: a finished setup is reused.
+//! - `check`: clippy on the CUDA build of the whole workspace (`CUDA_COMPUTE_CAP=90`), in its
+//!   own target directory so that the CPU build cache stays valid.
+//! - `gpu bundle`: a stripped release `flambeau` built with CUDA, the device check example and
+//!   `gpu-check.sh` in one folder small enough to carry to a GPU machine without Rust.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::{root, run};
+
+/// CUDA 13.0 (Update 2): what PyTorch's cu130 build pins, and what driver 580 accepts. A newer
+/// nvcc emits PTX that driver refuses; cudarc 0.19 rejects 13.5.
+const WHEELS: &[&str] = &[
+    "nvidia-cuda-nvcc==13.0.88",
+    "nvidia-nvvm==13.0.88",
+    "nvidia-cuda-crt==13.0.88",
+    "nvidia-cuda-cccl==13.0.85",
+    "nvidia-cuda-runtime==13.0.96",
+    "nvidia-cuda-nvrtc==13.0.88",
+    "nvidia-cublas==13.1.0.3",
+    "nvidia-curand==10.4.0.35",
+];
+
+/// Unversioned names the linker looks for, and the versioned library each points at.
+const LIBRARY_LINKS: &[(&str, &str)] = &[
+    ("libcublas.so", "libcublas.so.13"),
+    ("libcublasLt.so", "libcublasLt.so.13"),
+    ("libcudart.so", "libcudart.so.13"),
+    ("libnvrtc.so", "libnvrtc.so.13"),
+    ("libcurand.so", "libcurand.so.10"),
+];
+
+/// The GPU generation kernels are compiled for (H100/H200).
+const COMPUTE_CAP: &str = "90";
+
+fn cache_dir() -> Result<PathBuf> {
+    let home = std::env::var("HOME").context("HOME is not set")?;
+    Ok(PathBuf::from(home).join(".cache"))
+}
+
+/// The toolkit folder, named after the pins so that a change of pins installs afresh.
+fn toolkit_dir() -> Result<PathBuf> {
+    Ok(cache_dir()?.join("flambeau-cuda-13.0.88"))
+}
+
+/// `cargo xtask cuda …`.
+pub fn cuda(args: &[String]) -> Result<()> {
+    match args.first().map(String::as_str) {
+        Some("setup") => setup().map(|_| ()),
+        Some("check") => check(),
+        _ => bail!("usage: cargo xtask cuda setup|check"),
+    }
+}
+
+/// `cargo xtask gpu bundle`.
+pub fn gpu(args: &[String]) -> Result<()> {
+    match args.first().map(String::as_str) {
+        Some("bundle") => bundle(),
+        _ => bail!("usage: cargo xtask gpu bundle"),
+    }
+}
+
+/// Returns the `CUDA_HOME` folder, installing the toolkit first when needed.
+fn setup() -> Result<PathBuf> {
+    let dir = toolkit_dir()?;
+    let home = dir.join("home");
+    let done = dir.join("complete");
+    if done.exists() {
+        return Ok(home);
+    }
+    eprintln!(
+        "xtask cuda setup: installing the CUDA 13.0 toolkit wheels into {} (about 800 MB, once)…",
+        dir.display()
+    );
+    let wheels = dir.join("wheels");
+    if wheels.exists() {
+        std::fs::remove_dir_all(&wheels).context("removing a partial install")?;
+    }
+    run(Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .arg("--root-user-action=ignore")
+        .args(["--no-deps", "--target"])
+        .arg(&wheels)
+        .args(WHEELS))?;
+    let cu13 = wheels.join("nvidia/cu13");
+    if !cu13.join("bin/nvcc").exists() {
+        bail!("the wheels did not install nvcc under {}", cu13.display());
+    }
+    if home.exists() {
+        std::fs::remove_dir_all(&home).context("removing a partial CUDA_HOME")?;
+    }
+    // A hard-linked copy: the wheels' own layout stays intact, and no space is used twice.
+    run(Command::new("cp").arg("-al").arg(&cu13).arg(&home))?;
+    let lib = home.join("lib");
+    std::os::unix::fs::symlink("lib", home.join("lib64")).context("linking lib64")?;
+    for (link, target) in LIBRARY_LINKS {
+        if !lib.join(target).exists() {
+            bail!(
+                "{} is missing from the toolkit wheels",
+                lib.join(target).display()
+            );
+        }
+        std::os::unix::fs::symlink(target, lib.join(link))
+            .with_context(|| format!("linking {link}"))?;
+    }
+    build_libcuda_stub(&lib.join("stubs"))?;
+    std::fs::write(&done, WHEELS.join("\n")).context("marking the setup complete")?;
+    eprintln!("xtask cuda setup: CUDA_HOME is {}", home.display());
+    Ok(home)
+}
+
+/// A `libcuda.so` (soname `libcuda.so.1`) with an empty function for every driver symbol cudarc
+/// declares: enough to link; at run time the driver's real library is loaded instead.
+fn build_libcuda_stub(dir: &Path) -> Result<()> {
+    let cudarc = package_dir("cudarc")?;
+    let decls = cudarc.join("src/driver/sys/mod.rs");
+    let text =
+        std::fs::read_to_string(&decls).with_context(|| format!("reading {}", decls.display()))?;
+    let mut names: Vec<&str> = text
+        .split("fn ")
+        .skip(1)
+        .filter_map(|rest| rest.split('(').next())
+        .map(str::trim)
+        .filter(|n| n.starts_with("cu") && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    if names.len() < 100 {
+        bail!(
+            "found only {} driver functions in {}",
+            names.len(),
+            decls.display()
+        );
+    }
+    std::fs::create_dir_all(dir)?;
+    let source = dir.join("libcuda_stub.c");
+    let body: String = names
+        .iter()
+        .map(|n| format!("void {n}(void) {{}}\n"))
+        .collect();
+    std::fs::write(&source, body)?;
+    run(Command::new("gcc")
+        .args(["-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o"])
+        .arg(dir.join("libcuda.so"))
+        .arg(&source))
+}
+
+/// The source folder of a dependency (fetched first, so that a fresh machine has it).
+fn package_dir(name: &str) -> Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(Command::new(&cargo).current_dir(root()).arg("fetch"))?;
+    let out = Command::new(&cargo)
+        .current_dir(root())
+        .args(["metadata", "--format-version", "1", "--features", "cuda"])
+        .output()
+        .context("running cargo metadata")?;
+    if !out.status.success() {
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let manifest = meta["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"] == name)
+        .and_then(|p| p["manifest_path"].as_str())
+        .with_context(|| format!("{name} is not among the dependencies of the CUDA build"))?;
+    Ok(Path::new(manifest)
+        .parent()
+        .context("manifest without a folder")?
+        .to_path_buf())
+}
+
+/// `cargo` with the toolkit's environment and the CUDA target directory.
+fn cuda_cargo(home: &Path) -> Result<Command> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut paths = vec![home.join("bin")];
+    paths.extend(std::env::split_paths(&path));
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(root())
+        .env("PATH", std::env::join_paths(paths)?)
+        .env("CUDA_ROOT", home)
+        .env("CUDA_HOME", home)
+        .env("CUDA_PATH", home)
+        .env("CUDA_COMPUTE_CAP", COMPUTE_CAP)
+        .env("CUDAFORGE_THREADS", "2")
+        .env(
+            "CARGO_TARGET_DIR",
+            cache_dir()?.join("flambeau-target-cuda"),
+        );
+    Ok(cmd)
+}
+
+/// Clippy on the CUDA build of every crate, warnings as errors.
+fn check() -> Result<()> {
+    let home = setup()?;
+    eprintln!("xtask cuda check: clippy on the CUDA build (CUDA_COMPUTE_CAP={COMPUTE_CAP})");
+    run(cuda_cargo(&home)?
+        .args(["clippy", "--workspace", "--all-targets", "--all-features"])
+        .args(["--", "-D", "warnings"]))
+}
+
+/// Binaries and scripts carried to a GPU machine; the CUDA libraries come from its PyTorch.
+fn bundle() -> Result<()> {
+    let home = setup()?;
+    for (package, target) in [
+        ("flambeau-cli", ["--bin", "flambeau"]),
+        ("flambeau", ["--example", "device_check"]),
+        ("flambeau-vision", ["--example", "bench_train"]),
+    ] {
+        run(cuda_cargo(&home)?
+            .args(["build", "--release", "--features", "cuda", "-p", package])
+            .args(target))?;
+    }
+    let release = cache_dir()?.join("flambeau-target-cuda/release");
+    let out = root().join("target/gpu-bundle");
+    if out.exists() {
+        std::fs::remove_dir_all(&out).with_context(|| format!("clearing {}", out.display()))?;
+    }
+    std::fs::create_dir_all(&out)?;
+    for (from, to) in [
+        (release.join("flambeau"), "flambeau"),
+        (release.join("examples/device_check"), "device_check"),
+        (release.join("examples/bench_train"), "bench_train"),
+    ] {
+        run(Command::new("strip").arg("-o").arg(out.join(to)).arg(&from))?;
+    }
+    for script in ["xtask/gpu/gpu-check.sh", "xtask/bench/train_torch.py"] {
+        let from = root().join(script);
+        let name = from.file_name().context("script name")?.to_owned();
+        std::fs::copy(&from, out.join(name)).with_context(|| format!("copying {script}"))?;
+    }
+    let size: u64 = std::fs::read_dir(&out)?
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    eprintln!(
+        "xtask gpu bundle: {} ({:.1} MiB); on the GPU machine run ./gpu-check.sh",
+        out.display(),
+        size as f64 / (1 << 20) as f64
+    );
+    if size > 64 << 20 {
+        bail!("the bundle is {size} bytes, over the 64 MiB a device call carries");
+    }
+    Ok(())
+}
