@@ -278,9 +278,9 @@ fn clipping_refuses_nan_thresholds() {
     let p = param();
     let loss = p.as_tensor().sum_all().unwrap();
     let mut grads = loss.backward().unwrap();
-    let err = clip_grad_norm(&mut grads, &[p.clone()], f64::NAN, 2.0).unwrap_err();
+    let err = clip_grad_norm(&mut grads, std::slice::from_ref(&p), f64::NAN, 2.0).unwrap_err();
     starts(&err.to_string(), "Invalid max_norm value: nan");
-    let err = clip_grad_value(&mut grads, &[p.clone()], f64::NAN).unwrap_err();
+    let err = clip_grad_value(&mut grads, std::slice::from_ref(&p), f64::NAN).unwrap_err();
     starts(&err.to_string(), "Invalid clip_value: nan");
     // The gradient is left as it was.
     let g: Vec<f32> = grads.get(p.as_tensor()).unwrap().to_vec1().unwrap();
