@@ -45,6 +45,10 @@ pub enum Error {
     #[error("{0}")]
     Type(String),
 
+    /// A weight or buffer holds NaN or infinity (see [`StateDict::check_finite`](crate::StateDict::check_finite)).
+    #[error("{0}: the model diverged or a layer saw bad input (e.g. a batch norm trained on one value per channel); lower the learning rate or check the data, and resume from the last finite checkpoint")]
+    NonFinite(Box<crate::finite::NonFinite>),
+
     /// Anything else, with a message that says what and why.
     #[error("{0}")]
     Msg(String),
