@@ -138,6 +138,18 @@ pub(crate) fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<
     })
 }
 
+/// Makes `dst` an independent copy of `src`, atomically (see [`write_atomically`]). The copy is
+/// `std::fs::copy`, which on Linux is `copy_file_range`: the kernel clones the extents (a
+/// reflink, no data written) on filesystems that share them (btrfs, XFS) and copies in the
+/// kernel elsewhere. Either way `dst` is its own inode: overwriting one file in place never
+/// changes the other.
+pub(crate) fn copy_atomically(src: &Path, dst: &Path) -> Result<()> {
+    write_atomically(dst, |tmp| {
+        fs::copy(src, tmp).map_err(|e| Error::io(tmp, e))?;
+        Ok(())
+    })
+}
+
 /// An error opening or mapping `path` for reading, saying so when it is a directory (the OS
 /// says "No such device" when a directory is memory-mapped).
 pub(crate) fn read_error(path: &Path, source: std::io::Error) -> Error {
