@@ -158,3 +158,38 @@ pub(crate) fn read_error(path: &Path, source: std::io::Error) -> Error {
     }
     Error::io(path, source)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full disk shows up while the archive is streamed into the temporary file (the zip
+    /// writer reports it as `<archive>`): the error names the user's path and the cause, the
+    /// previous file is intact and the temporary file is gone.
+    #[test]
+    fn a_full_disk_names_the_users_path_and_keeps_the_previous_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("last.pth");
+        fs::write(&path, b"previous good checkpoint").unwrap();
+        let err = write_atomically(&path, |tmp| {
+            fs::write(tmp, b"half a checkp").unwrap();
+            Err(Error::io(
+                "<archive>",
+                std::io::Error::from(ErrorKind::StorageFull),
+            ))
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with(&format!("cannot write {}: ", path.display())),
+            "{err}"
+        );
+        assert!(err.contains("the disk is full"), "{err}");
+        assert!(
+            !err.contains("<archive>") && !err.contains(".tmp-"),
+            "{err}"
+        );
+        assert_eq!(fs::read(&path).unwrap(), b"previous good checkpoint");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}
