@@ -15,12 +15,33 @@ fn compile(pattern: &str) -> Result<Regex> {
 
 impl StateDict {
     /// Builds a new state dict by mapping every key (`None` drops it); metadata prefixes are
-    /// mapped the same way so module versions follow their keys.
-    fn map_keys(&self, mut f: impl FnMut(&str) -> Option<String>) -> StateDict {
-        let mut out: StateDict = self
-            .iter()
-            .filter_map(|(k, t)| f(k).map(|k| (k, t.clone())))
+    /// mapped the same way so module versions follow their keys. Two keys mapped onto one are
+    /// an [`Error::KeyCollision`] naming them (`rule` says which rule, for the message): keeping
+    /// one tensor would silently drop the others.
+    fn map_keys(
+        &self,
+        rule: impl FnOnce() -> KeyRule,
+        mut f: impl FnMut(&str) -> Option<String>,
+    ) -> Result<StateDict> {
+        let mut out = StateDict::new();
+        // New key → the original keys mapped onto it, for the ones that collide.
+        let mut sources: indexmap::IndexMap<String, Vec<String>> = indexmap::IndexMap::new();
+        for (k, t) in self.iter() {
+            if let Some(new) = f(k) {
+                sources.entry(new.clone()).or_default().push(k.to_string());
+                out.insert(new, t.clone());
+            }
+        }
+        let collisions: Vec<(String, Vec<String>)> = sources
+            .into_iter()
+            .filter(|(_, from)| from.len() > 1)
             .collect();
+        if !collisions.is_empty() {
+            return Err(Error::KeyCollision {
+                rule: rule().to_string(),
+                collisions,
+            });
+        }
         if let Some(meta) = self.metadata() {
             // Metadata prefixes have no trailing dot; map them as the key `prefix.` would be.
             let mapped = meta
@@ -37,31 +58,46 @@ impl StateDict {
                 .collect();
             out.set_metadata(mapped);
         }
-        out
+        Ok(out)
     }
 
     /// Removes `prefix` from every key that has it (others are kept as they are), like PyTorch's
-    /// `consume_prefix_in_state_dict_if_present(sd, "module.")`.
-    pub fn strip_prefix(&self, prefix: &str) -> StateDict {
-        self.map_keys(|k| Some(k.strip_prefix(prefix).unwrap_or(k).to_string()))
+    /// `consume_prefix_in_state_dict_if_present(sd, "module.")`. A dict holding both
+    /// `module.w` and `w` is an [`Error::KeyCollision`] (PyTorch would keep one silently).
+    pub fn strip_prefix(&self, prefix: &str) -> Result<StateDict> {
+        self.map_keys(
+            || KeyRule::strip_prefix(prefix),
+            |k| Some(k.strip_prefix(prefix).unwrap_or(k).to_string()),
+        )
     }
 
     /// Puts `prefix` in front of every key (e.g. `"module."` to load into a DataParallel model).
     pub fn add_prefix(&self, prefix: &str) -> StateDict {
-        self.map_keys(|k| Some(format!("{prefix}{k}")))
+        self.map_keys(
+            || KeyRule::add_prefix(prefix),
+            |k| Some(format!("{prefix}{k}")),
+        )
+        .expect("distinct keys stay distinct under one prefix")
     }
 
     /// Renames keys with a regular expression (`$1`-style references in `replacement`); keys the
-    /// pattern does not match are kept.
+    /// pattern does not match are kept. A rename that maps two keys onto one (`^layer1\.` →
+    /// `layer2.` on a ResNet) is an [`Error::KeyCollision`] naming them.
     pub fn rename_regex(&self, pattern: &str, replacement: &str) -> Result<StateDict> {
         let re = compile(pattern)?;
-        Ok(self.map_keys(|k| Some(re.replace_all(k, replacement).into_owned())))
+        self.map_keys(
+            || KeyRule::rename(pattern, replacement),
+            |k| Some(re.replace_all(k, replacement).into_owned()),
+        )
     }
 
     /// Drops every key the regular expression matches (anywhere in the key).
     pub fn drop_matching(&self, pattern: &str) -> Result<StateDict> {
         let re = compile(pattern)?;
-        Ok(self.map_keys(|k| (!re.is_match(k)).then(|| k.to_string())))
+        self.map_keys(
+            || KeyRule::drop(pattern),
+            |k| (!re.is_match(k)).then(|| k.to_string()),
+        )
     }
 
     /// Keeps only the given keys (e.g. a model's own `state_dict()` keys), in this dict's order.
@@ -154,10 +190,11 @@ impl KeyRule {
         KeyRule::Drop(pattern.into())
     }
 
-    /// Applies the rule; `model_keys` are the keys the target model expects.
+    /// Applies the rule; `model_keys` are the keys the target model expects. A rule that maps
+    /// two keys onto one fails with [`Error::KeyCollision`] rather than drop a tensor.
     pub fn apply(&self, sd: &StateDict, model_keys: &[String]) -> Result<StateDict> {
         match self {
-            KeyRule::StripPrefix(p) => Ok(sd.strip_prefix(p)),
+            KeyRule::StripPrefix(p) => sd.strip_prefix(p),
             KeyRule::AddPrefix(p) => Ok(sd.add_prefix(p)),
             KeyRule::Rename {
                 pattern,

@@ -12,6 +12,7 @@
 //! candle-nn code (and candle-nn optimizers) can train a flambeau model unchanged.
 
 pub mod error;
+pub mod finite;
 pub mod init;
 pub mod keys;
 pub mod load;
@@ -20,6 +21,7 @@ pub mod value;
 pub mod var_store;
 
 pub use error::{Error, Result};
+pub use finite::NonFinite;
 pub use init::{FanMode, Init, Nonlinearity};
 pub use keys::KeyRule;
 pub use load::{LoadError, LoadOptions, LoadReport};

@@ -114,12 +114,23 @@ impl BatchNorm2d {
             .map(|r| r.num_batches_tracked.as_tensor())
     }
 
-    fn check_input(&self, xs: &Tensor) -> candle_core::Result<()> {
+    /// The shape, and in training PyTorch's `_verify_batch_size`: with one value per channel
+    /// the batch variance is 0 and the unbiased running variance divides by zero (NaN).
+    fn check_input(&self, xs: &Tensor, train: bool) -> candle_core::Result<()> {
         if xs.rank() != 4 || xs.dim(1)? != self.num_features {
             candle_core::bail!(
                 "BatchNorm2d({}) expects [N, {}, H, W], got {:?}",
                 self.num_features,
                 self.num_features,
+                xs.dims()
+            )
+        }
+        let (n, _, h, w) = xs.dims4()?;
+        if train && n * h * w == 1 {
+            candle_core::bail!(
+                "Expected more than 1 value per channel when training, got input size {:?}; \
+                 use batches of at least 2 samples (e.g. drop the last incomplete batch) or \
+                 evaluate the layer with train=false",
                 xs.dims()
             )
         }
@@ -140,12 +151,8 @@ impl BatchNorm2d {
             Some(m) => m,
             None => 1.0 / count.to_scalar::<i64>()? as f64,
         };
-        let unbiased = if n > 1 {
-            biased_var.affine(n as f64 / (n as f64 - 1.0), 0.0)?
-        } else {
-            // PyTorch divides by n - 1 = 0 here; the running variance becomes inf/nan.
-            biased_var.affine(f64::INFINITY, 0.0)?
-        };
+        // n ≥ 2: `check_input` refuses one value per channel in training.
+        let unbiased = biased_var.affine(n as f64 / (n as f64 - 1.0), 0.0)?;
         let dt = running.mean.dtype();
         let new_mean = ((running.mean.as_tensor() * (1.0 - factor))?
             + (mean.detach().to_dtype(dt)? * factor)?)?;
@@ -160,7 +167,7 @@ impl BatchNorm2d {
     /// `relu(self.forward_t(xs, train))`; on the CPU in f32 one fused op, forward and backward.
     pub fn forward_relu_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         if ops::batch_norm::supported(xs) {
-            self.check_input(xs)?;
+            self.check_input(xs, train)?;
             return self.forward_fused(xs, train, Then::Relu);
         }
         ops::relu::relu(&self.forward_t(xs, train)?)
@@ -175,7 +182,7 @@ impl BatchNorm2d {
         train: bool,
     ) -> candle_core::Result<Tensor> {
         if ops::batch_norm::supported(xs) && residual.dtype() == xs.dtype() {
-            self.check_input(xs)?;
+            self.check_input(xs, train)?;
             return self.forward_fused(xs, train, Then::AddRelu(residual));
         }
         ops::relu::add_relu(&self.forward_t(xs, train)?, residual)
@@ -226,7 +233,7 @@ fn per_channel(t: &Tensor) -> candle_core::Result<Tensor> {
 
 impl ModuleT for BatchNorm2d {
     fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        self.check_input(xs)?;
+        self.check_input(xs, train)?;
         if ops::batch_norm::supported(xs) {
             return self.forward_fused(xs, train, Then::Nothing);
         }

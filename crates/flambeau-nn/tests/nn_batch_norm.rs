@@ -172,3 +172,67 @@ fn fused_batch_norm_relu_and_add_relu_equal_the_separate_ops_in_f32() {
         }
     }
 }
+
+/// PyTorch's `_verify_batch_size`: one value per channel in training is an error on every path
+/// (fused f32 with and without the ReLU / residual add, generic f64), the running statistics stay
+/// as they were (finite), and eval mode still accepts the single sample.
+#[test]
+fn one_value_per_channel_in_training_is_pytorchs_error_on_every_path() {
+    use candle_core::{DType, Device, Tensor};
+    use flambeau_core::VarStore;
+
+    let dev = Device::Cpu;
+    for dtype in [DType::F32, DType::F64] {
+        let vs = VarStore::new(&dev, dtype);
+        let bn = BatchNorm2d::new(vs.root(), 64, BatchNormConfig::default()).unwrap();
+        let x = Tensor::ones((1, 64, 1, 1), dtype, &dev).unwrap();
+        let residual = x.zeros_like().unwrap();
+        let results = [
+            ("forward_t", bn.forward_t(&x, true)),
+            ("forward_relu_t", bn.forward_relu_t(&x, true)),
+            (
+                "forward_add_relu_t",
+                bn.forward_add_relu_t(&x, &residual, true),
+            ),
+        ];
+        for (path, r) in results {
+            let err = r.expect_err(path).to_string();
+            assert!(
+                err.starts_with(
+                    "Expected more than 1 value per channel when training, got input size [1, 64, 1, 1]"
+                ),
+                "{dtype:?} {path}: {err}"
+            );
+        }
+        let var: Vec<f64> = bn
+            .running_var()
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!(var.iter().all(|v| *v == 1.0), "{dtype:?}: {var:?}");
+        let count = bn
+            .num_batches_tracked()
+            .unwrap()
+            .to_scalar::<i64>()
+            .unwrap();
+        assert_eq!(count, 0, "{dtype:?}: a refused batch is not counted");
+        // Eval uses the running statistics: one sample is fine there.
+        let y = bn.forward_t(&x, false).unwrap();
+        assert_eq!(y.dims(), &[1, 64, 1, 1]);
+        // Two samples, or one sample with two pixels, train normally.
+        for shape in [(2, 64, 1, 1), (1, 64, 1, 2)] {
+            let x = Tensor::ones(shape, dtype, &dev).unwrap();
+            bn.forward_relu_t(&x, true).unwrap();
+        }
+        let var: Vec<f64> = bn
+            .running_var()
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!(var.iter().all(|v| v.is_finite()), "{dtype:?}: {var:?}");
+    }
+}

@@ -23,7 +23,10 @@ fn keys(sd: &StateDict) -> Vec<&str> {
 #[test]
 fn prefix_tools() {
     let s = sd(&["module.a.weight", "module.b", "c"]);
-    assert_eq!(keys(&s.strip_prefix("module.")), ["a.weight", "b", "c"]);
+    assert_eq!(
+        keys(&s.strip_prefix("module.").unwrap()),
+        ["a.weight", "b", "c"]
+    );
     assert_eq!(
         keys(&s.add_prefix("net.")),
         ["net.module.a.weight", "net.module.b", "net.c"]
@@ -38,7 +41,7 @@ fn strip_prefix_moves_metadata_prefixes_too() {
         ("module".into(), 1),
         ("module.bn".into(), 2),
     ]);
-    let out = s.strip_prefix("module.");
+    let out = s.strip_prefix("module.").unwrap();
     assert_eq!(out.module_version("bn"), Some(2));
 }
 

@@ -5,6 +5,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor};
 
 use crate::state_dict;
+use crate::validate;
 use crate::{Optimizer, ParamGroup};
 use flambeau_core::value::{Dict, DictKind, Value};
 use flambeau_core::{Error, Result};
@@ -97,6 +98,20 @@ fn betas(g: &ParamGroup) -> Result<(f64, f64)> {
     }
 }
 
+/// PyTorch's constructor checks, applied to one group's options.
+fn check_group(options: &Dict) -> Result<()> {
+    let g = ParamGroup {
+        params: Vec::new(),
+        options: options.clone(),
+    };
+    validate::non_negative("Invalid learning rate", g.get_f64("lr")?)?;
+    validate::non_negative("Invalid epsilon value", g.get_f64("eps")?)?;
+    let (b1, b2) = betas(&g)?;
+    validate::unit_interval("Invalid beta parameter at index 0", b1)?;
+    validate::unit_interval("Invalid beta parameter at index 1", b2)?;
+    validate::non_negative("Invalid weight_decay value", g.get_f64("weight_decay")?)
+}
+
 /// `t / s` as a true division (PyTorch divides by the scalar; candle's `/ f64` multiplies by
 /// the reciprocal, which rounds differently).
 fn div_scalar(t: &Tensor, s: f64) -> Result<Tensor> {
@@ -118,21 +133,14 @@ fn lerp(start: &Tensor, end: &Tensor, weight: f64) -> Result<Tensor> {
 
 impl Adam {
     /// Adam over `groups`, filling each group's missing hyper-parameters from `config`.
+    /// Every group's `lr`, `eps`, `betas` and `weight_decay` is checked as PyTorch's constructor
+    /// checks the defaults (`Invalid beta parameter at index 0: 1.0`), NaN and infinity refused.
     pub fn new(mut groups: Vec<ParamGroup>, config: AdamConfig) -> Result<Self> {
-        let (b1, b2) = config.betas;
-        if config.lr < 0.0
-            || config.eps < 0.0
-            || !(0.0..1.0).contains(&b1)
-            || !(0.0..1.0).contains(&b2)
-        {
-            return Err(Error::Msg(format!(
-                "Invalid Adam hyper-parameters: lr {}, eps {}, betas ({b1}, {b2})",
-                config.lr, config.eps
-            )));
-        }
         let defaults = config.defaults();
+        check_group(&defaults)?;
         for g in &mut groups {
             g.fill_defaults(&defaults);
+            check_group(&g.options)?;
         }
         let n = groups.iter().map(|g| g.params.len()).sum();
         Ok(Self {

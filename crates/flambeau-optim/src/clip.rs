@@ -3,20 +3,24 @@
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Var};
 
+use crate::validate;
 use flambeau_core::{Error, Result};
 
 /// Scales the gradients of `params` so that their global `norm_type`-norm is at most
 /// `max_norm` (PyTorch's `clip_coef = max_norm / (total_norm + 1e-6)`, clamped to 1), and
-/// returns the total norm before clipping. `norm_type` is 2.0, any p ≥ 1, or `f64::INFINITY`.
+/// returns the total norm before clipping. `norm_type` is 2.0, any p ≥ 1, or `f64::INFINITY`;
+/// `max_norm` a finite number ≥ 0 (a NaN would turn every gradient into NaN).
 pub fn clip_grad_norm(
     grads: &mut GradStore,
     params: &[Var],
     max_norm: f64,
     norm_type: f64,
 ) -> Result<f64> {
+    validate::non_negative("Invalid max_norm value", max_norm)?;
     if norm_type.is_nan() || norm_type < 1.0 && norm_type.is_finite() {
         return Err(Error::Msg(format!(
-            "clip_grad_norm: unsupported norm_type {norm_type}"
+            "clip_grad_norm: unsupported norm_type {}; expected a number >= 1 or inf",
+            validate::py_float(norm_type)
         )));
     }
     let present: Vec<&Var> = params
@@ -59,8 +63,10 @@ pub fn clip_grad_norm(
     Ok(total)
 }
 
-/// Clamps every gradient of `params` into `[-clip_value, clip_value]`.
+/// Clamps every gradient of `params` into `[-clip_value, clip_value]`; `clip_value` is a finite
+/// number ≥ 0.
 pub fn clip_grad_value(grads: &mut GradStore, params: &[Var], clip_value: f64) -> Result<()> {
+    validate::non_negative("Invalid clip_value", clip_value)?;
     for p in params {
         if let Some(g) = grads.get(p.as_tensor()) {
             let clamped = g.clamp(-clip_value, clip_value)?;

@@ -18,6 +18,7 @@ pub mod lr_scheduler;
 mod param_group;
 mod sgd;
 mod state_dict;
+mod validate;
 
 use candle_core::backprop::GradStore;
 

@@ -4,6 +4,7 @@ use candle_core::backprop::GradStore;
 use candle_core::Tensor;
 
 use crate::state_dict;
+use crate::validate;
 use crate::{Optimizer, ParamGroup};
 use flambeau_core::value::{Dict, DictKind, Value};
 use flambeau_core::{Error, Result};
@@ -56,6 +57,31 @@ impl SgdConfig {
     }
 }
 
+fn defaults_group(options: Dict) -> ParamGroup {
+    ParamGroup {
+        params: Vec::new(),
+        options,
+    }
+}
+
+/// PyTorch's constructor checks, applied to one group's values.
+fn check_group(g: &ParamGroup) -> Result<()> {
+    validate::non_negative("Invalid learning rate", g.get_f64("lr")?)?;
+    let momentum = g.get_f64("momentum")?;
+    validate::non_negative("Invalid momentum value", momentum)?;
+    validate::non_negative("Invalid weight_decay value", g.get_f64("weight_decay")?)?;
+    let dampening = g.get_f64("dampening")?;
+    validate::finite("Invalid dampening value", dampening)?;
+    if g.get_bool("nesterov") && (momentum <= 0.0 || dampening != 0.0) {
+        return Err(Error::Msg(format!(
+            "Nesterov momentum requires a momentum and zero dampening (got momentum={}, dampening={}); set momentum > 0 and dampening=0, or nesterov=false",
+            validate::py_float(momentum),
+            validate::py_float(dampening)
+        )));
+    }
+    Ok(())
+}
+
 /// Stochastic gradient descent with momentum, dampening, weight decay and Nesterov, exactly as
 /// PyTorch: the first step initialises the momentum buffer to the gradient itself.
 #[derive(Debug)]
@@ -67,19 +93,14 @@ pub struct Sgd {
 
 impl Sgd {
     /// An optimizer over `groups`, filling each group's missing hyper-parameters from `config`.
+    /// Every group's `lr`, `momentum`, `dampening` and `weight_decay` is checked as PyTorch's
+    /// constructor checks the defaults (`Invalid learning rate: nan`), NaN and infinity refused.
     pub fn new(mut groups: Vec<ParamGroup>, config: SgdConfig) -> Result<Self> {
-        if config.lr < 0.0 {
-            return Err(Error::Msg(format!("Invalid learning rate: {}", config.lr)));
-        }
         let defaults = config.defaults();
+        check_group(&defaults_group(defaults.clone()))?;
         for g in &mut groups {
             g.fill_defaults(&defaults);
-            let (m, d) = (g.get_f64("momentum")?, g.get_f64("dampening")?);
-            if g.get_bool("nesterov") && (m <= 0.0 || d != 0.0) {
-                return Err(Error::Msg(
-                    "Nesterov momentum requires a momentum and zero dampening".into(),
-                ));
-            }
+            check_group(g)?;
         }
         let n = groups.iter().map(|g| g.params.len()).sum();
         Ok(Self {

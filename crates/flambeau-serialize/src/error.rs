@@ -16,6 +16,28 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Writing the user's file failed (the message names it, not the temporary file).
+    #[error("cannot write {path}: {source}{hint}")]
+    Write {
+        /// The path the user asked to write.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+        /// The likely cause, when known (` (the directory … does not exist; create it first)`).
+        hint: String,
+    },
+    /// The output exists and is not a regular file; saving would replace it.
+    #[error("refusing to write {path}: it is {what}, and saving replaces the file at that path; give the path of a regular file (a new one, or a checkpoint to overwrite)")]
+    NotAFileOutput {
+        /// The path the user asked to write.
+        path: PathBuf,
+        /// What it is (`a character device`, `a directory`, …).
+        what: String,
+    },
+    /// A directory was given where a checkpoint file was expected.
+    #[error("{0} is a directory, expected a .pth/.safetensors file")]
+    InputIsADirectory(PathBuf),
     /// Neither a zip archive nor a legacy PyTorch stream.
     #[error("not a PyTorch checkpoint: {0}")]
     NotACheckpoint(String),

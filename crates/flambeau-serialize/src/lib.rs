@@ -16,6 +16,7 @@
 mod archive;
 pub mod checkpoint;
 mod error;
+mod files;
 mod find;
 mod load;
 mod pickle;

@@ -32,10 +32,11 @@ impl Default for LoadConfig {
 /// tensor, so resident memory grows by the tensors alone.
 pub fn load(path: impl AsRef<Path>, config: &LoadConfig) -> Result<Value> {
     let path = path.as_ref();
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let file = std::fs::File::open(path).map_err(|e| crate::files::read_error(path, e))?;
     // SAFETY: the map is read-only and dropped before this function returns; a file truncated
     // underneath us by another process is the documented hazard of mmap, as with torch.load(mmap=True).
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+    let map =
+        unsafe { memmap2::Mmap::map(&file) }.map_err(|e| crate::files::read_error(path, e))?;
     load_from(&map, Some(&file), config).map_err(|e| match e {
         Error::NotACheckpoint(m) => Error::NotACheckpoint(format!("{}: {m}", path.display())),
         other => other,

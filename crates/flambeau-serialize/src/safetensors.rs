@@ -6,7 +6,7 @@ use candle_core::{Device, Tensor};
 use flambeau_core::StateDict;
 use safetensors::SafeTensors;
 
-use crate::{Error, Result};
+use crate::{files, Error, Result};
 
 fn dtype(d: safetensors::Dtype) -> Result<candle_core::DType> {
     use candle_core::DType as D;
@@ -28,9 +28,9 @@ fn dtype(d: safetensors::Dtype) -> Result<candle_core::DType> {
 /// Reads every tensor, in the order of the file's data, onto `device`.
 pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<StateDict> {
     let path = path.as_ref();
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let file = std::fs::File::open(path).map_err(|e| files::read_error(path, e))?;
     // SAFETY: read-only map, dropped before returning.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| files::read_error(path, e))?;
     let st = SafeTensors::deserialize(&map)
         .map_err(|e| Error::Safetensors(format!("{}: {e}", path.display())))?;
     let base = map.as_ptr() as usize;
@@ -49,15 +49,19 @@ pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<StateDict> {
     Ok(sd)
 }
 
-/// Writes the state dict atomically (temporary file, then rename).
+/// Writes the state dict atomically (temporary file, fsync, rename), with the same rules for
+/// the output path as [`save`](crate::save): regular files only, symlinks written through.
 pub fn save(sd: &StateDict, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
-    let tmp = path.with_extension(format!("safetensors.tmp-{}", std::process::id()));
     let tensors: Vec<(String, Tensor)> = sd
         .iter()
         .map(|(k, t)| Ok((k.to_string(), t.to_device(&Device::Cpu)?.contiguous()?)))
         .collect::<Result<_>>()?;
-    safetensors::serialize_to_file(tensors.iter().map(|(k, t)| (k.as_str(), t)), None, &tmp)
-        .map_err(|e| Error::Safetensors(e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    files::write_atomically(path, |tmp| {
+        safetensors::serialize_to_file(tensors.iter().map(|(k, t)| (k.as_str(), t)), None, tmp)
+            .map_err(|e| match e {
+                safetensors::SafeTensorError::IoError(io) => Error::io(tmp, io),
+                other => Error::Safetensors(other.to_string()),
+            })
+    })
 }

@@ -10,7 +10,7 @@ use flambeau_core::{StateDict, Value};
 
 use crate::archive::zip_writer::ZipWriter;
 use crate::pickle::writer::{dump, StorageSink, TensorRef};
-use crate::{storage, Error, Result};
+use crate::{files, storage, Error, Result};
 
 /// Collects storages; tensors that share a candle storage share a record, as in torch.save.
 #[derive(Default)]
@@ -162,41 +162,22 @@ fn archive_name(path: &Path) -> String {
 
 /// Writes `value` to `path` atomically: a temporary file in the same directory is written,
 /// flushed to disk, then renamed over `path`. A crash at any moment leaves either the old file
-/// or the new one.
+/// or the new one. An existing `path` must be a regular file (a directory, device node, FIFO or
+/// socket is refused, never replaced); a symlink is written through to its target. Errors name
+/// `path`, not the temporary file.
 pub fn save(value: &Value, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("checkpoint");
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    files::write_atomically(path, |tmp| {
+        let file = std::fs::File::create(tmp).map_err(|e| Error::io(tmp, e))?;
         let mut w = write_archive(
             value,
             &archive_name(path),
             BufWriter::with_capacity(1 << 20, file),
         )?;
-        w.flush().map_err(|e| Error::io(&tmp, e))?;
-        let file = w
-            .into_inner()
-            .map_err(|e| Error::io(&tmp, e.into_error()))?;
-        file.sync_all().map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-        // Make the rename itself durable; some filesystems cannot sync a directory.
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
+        w.flush().map_err(|e| Error::io(tmp, e))?;
+        w.into_inner().map_err(|e| Error::io(tmp, e.into_error()))?;
         Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    })
 }
 
 /// `torch.save(model.state_dict(), path)`.

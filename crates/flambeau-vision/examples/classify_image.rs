@@ -29,7 +29,7 @@ fn main() -> Result<()> {
             device: device.clone(),
         },
     )?;
-    let sd = sd.strip_prefix("module."); // DataParallel checkpoints work as they are
+    let sd = sd.strip_prefix("module.")?; // DataParallel checkpoints work as they are
     let classes = sd
         .get("fc.weight")
         .context("the weights have no fc.weight: not a torchvision ResNet?")?

@@ -2,7 +2,7 @@
 
 use std::f64::consts::PI;
 
-use super::{field_f64, field_i64, lrs, Schedule, SchedulerState};
+use super::{check_steps, field_f64, field_i64, lrs, Schedule, SchedulerState};
 use crate::ParamGroup;
 use flambeau_core::value::{Dict, Value};
 use flambeau_core::Result;
@@ -18,6 +18,11 @@ pub struct CosineAnnealingLr {
 }
 
 impl Schedule for CosineAnnealingLr {
+    fn validate(&self) -> Result<()> {
+        check_steps("T_max", self.t_max)?;
+        crate::validate::non_negative("Invalid eta_min value", self.eta_min)
+    }
+
     fn get_lr(&self, s: &SchedulerState, groups: &mut [ParamGroup]) -> Result<Vec<f64>> {
         let (t, e, eta) = (self.t_max as f64, s.last_epoch, self.eta_min);
         if s.is_initial {

@@ -1,6 +1,6 @@
 //! `ExponentialLR`.
 
-use super::{field_f64, lrs, Schedule, SchedulerState};
+use super::{check_gamma, field_f64, lrs, Schedule, SchedulerState};
 use crate::ParamGroup;
 use flambeau_core::value::{Dict, Value};
 use flambeau_core::Result;
@@ -13,6 +13,10 @@ pub struct ExponentialLr {
 }
 
 impl Schedule for ExponentialLr {
+    fn validate(&self) -> Result<()> {
+        check_gamma(self.gamma)
+    }
+
     fn get_lr(&self, s: &SchedulerState, groups: &mut [ParamGroup]) -> Result<Vec<f64>> {
         if s.is_initial {
             return Ok(lrs(groups));

@@ -1,6 +1,7 @@
 //! `LinearLR` (linear warm-up).
 
-use super::{field_f64, field_i64, lrs, Schedule, SchedulerState};
+use super::{check_steps, field_f64, field_i64, lrs, Schedule, SchedulerState};
+use crate::validate::py_float;
 use crate::ParamGroup;
 use flambeau_core::value::{Dict, Value};
 use flambeau_core::{Error, Result};
@@ -19,23 +20,34 @@ pub struct LinearLr {
 impl LinearLr {
     /// Checks the factors as PyTorch does.
     pub fn new(start_factor: f64, end_factor: f64, total_iters: i64) -> Result<Self> {
-        if start_factor > 1.0 || start_factor <= 0.0 {
-            return Err(Error::Msg("Starting multiplicative factor expected to be greater than 0 and less or equal to 1.".into()));
-        }
-        if !(0.0..=1.0).contains(&end_factor) {
-            return Err(Error::Msg(
-                "Ending multiplicative factor expected to be between 0 and 1.".into(),
-            ));
-        }
-        Ok(Self {
+        let s = Self {
             start_factor,
             end_factor,
             total_iters,
-        })
+        };
+        s.validate()?;
+        Ok(s)
     }
 }
 
 impl Schedule for LinearLr {
+    fn validate(&self) -> Result<()> {
+        // Written so that NaN fails (PyTorch's `start_factor > 1.0 or start_factor <= 0` lets it in).
+        if !(self.start_factor > 0.0 && self.start_factor <= 1.0) {
+            return Err(Error::Msg(format!(
+                "Starting multiplicative factor expected to be greater than 0 and less or equal to 1, got {}.",
+                py_float(self.start_factor)
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.end_factor) {
+            return Err(Error::Msg(format!(
+                "Ending multiplicative factor expected to be between 0 and 1, got {}.",
+                py_float(self.end_factor)
+            )));
+        }
+        check_steps("total_iters", self.total_iters)
+    }
+
     fn get_lr(&self, s: &SchedulerState, groups: &mut [ParamGroup]) -> Result<Vec<f64>> {
         let (a, b, n) = (self.start_factor, self.end_factor, self.total_iters);
         if s.last_epoch == 0 {

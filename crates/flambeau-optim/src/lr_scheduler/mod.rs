@@ -22,6 +22,7 @@ pub use sequential::SequentialLr;
 pub use step::StepLr;
 
 use super::{Optimizer, ParamGroup};
+use crate::validate;
 use flambeau_core::value::{Dict, DictKind, Value};
 use flambeau_core::{Error, Result};
 
@@ -62,6 +63,11 @@ pub struct SchedulerState {
 
 /// The formula of one scheduler kind.
 pub trait Schedule {
+    /// Checks the hyper-parameters (called first by [`Scheduler::new`]): NaN, infinity and
+    /// values that would divide by zero are refused with the value and what is expected.
+    fn validate(&self) -> Result<()> {
+        Ok(())
+    }
     /// Called before the base class sets `initial_lr` (OneCycleLR sets its own).
     fn prepare(&mut self, _groups: &mut [ParamGroup], _uses_betas: bool) -> Result<()> {
         Ok(())
@@ -84,6 +90,22 @@ pub struct Scheduler<S> {
     /// The formula and its hyper-parameters.
     pub schedule: S,
     state: SchedulerState,
+}
+
+/// A decay factor: finite and ≥ 0 (a negative one would make the learning rate negative,
+/// which the optimizers refuse).
+pub(crate) fn check_gamma(gamma: f64) -> Result<()> {
+    validate::non_negative("Invalid gamma value", gamma)
+}
+
+/// A period or length in steps: at least 1 (PyTorch divides by it).
+pub(crate) fn check_steps(what: &str, n: i64) -> Result<()> {
+    if n >= 1 {
+        return Ok(());
+    }
+    Err(Error::Msg(format!(
+        "Expected positive integer {what}, but got {n}"
+    )))
 }
 
 fn group_lrs(opt: &dyn Optimizer) -> Vec<f64> {
@@ -120,8 +142,10 @@ pub(crate) fn floats(v: &[f64]) -> Value {
 
 impl<S: Schedule> Scheduler<S> {
     /// Builds the scheduler on `opt` as PyTorch's constructor does (with `last_epoch=-1`):
-    /// records `initial_lr` in every group and takes the initial step.
+    /// checks the hyper-parameters ([`Schedule::validate`]), records `initial_lr` in every
+    /// group and takes the initial step.
     pub fn new(mut schedule: S, opt: &mut dyn Optimizer) -> Result<Self> {
+        schedule.validate()?;
         let uses_betas = opt.uses_betas();
         schedule.prepare(opt.param_groups_mut(), uses_betas)?;
         for g in opt.param_groups_mut() {

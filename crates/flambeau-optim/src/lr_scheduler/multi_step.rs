@@ -1,6 +1,6 @@
 //! `MultiStepLR`.
 
-use super::{field, field_f64, lrs, Schedule, SchedulerState};
+use super::{check_gamma, field, field_f64, lrs, Schedule, SchedulerState};
 use crate::ParamGroup;
 use flambeau_core::value::{Dict, DictKind, Value};
 use flambeau_core::{Error, Result};
@@ -40,6 +40,10 @@ impl MultiStepLr {
 }
 
 impl Schedule for MultiStepLr {
+    fn validate(&self) -> Result<()> {
+        check_gamma(self.gamma)
+    }
+
     fn get_lr(&self, s: &SchedulerState, groups: &mut [ParamGroup]) -> Result<Vec<f64>> {
         match self.count(s.last_epoch) {
             None => Ok(lrs(groups)),

@@ -3,6 +3,7 @@
 use std::f64::consts::PI;
 
 use super::{field, field_i64, Schedule, SchedulerState};
+use crate::validate::{self, py_float};
 use crate::ParamGroup;
 use flambeau_core::value::{Dict, DictKind, Value};
 use flambeau_core::{Error, Result};
@@ -177,8 +178,17 @@ impl Schedule for OneCycleLr {
         if !(0.0..=1.0).contains(&self.pct_start) {
             return Err(Error::Msg(format!(
                 "Expected float between 0 and 1 pct_start, but got {}",
-                self.pct_start
+                py_float(self.pct_start)
             )));
+        }
+        for &lr in &self.max_lr {
+            validate::non_negative("Invalid max_lr value", lr)?;
+        }
+        validate::positive("Invalid div_factor value", self.div_factor)?;
+        validate::positive("Invalid final_div_factor value", self.final_div_factor)?;
+        if self.cycle_momentum {
+            validate::non_negative("Invalid base_momentum value", self.base_momentum)?;
+            validate::non_negative("Invalid max_momentum value", self.max_momentum)?;
         }
         self.use_beta1 = uses_betas;
         let n = groups.len();

@@ -1,6 +1,6 @@
 //! `StepLR`.
 
-use super::{field_f64, field_i64, lrs, Schedule, SchedulerState};
+use super::{check_gamma, check_steps, field_f64, field_i64, lrs, Schedule, SchedulerState};
 use crate::ParamGroup;
 use flambeau_core::value::{Dict, Value};
 use flambeau_core::Result;
@@ -15,6 +15,11 @@ pub struct StepLr {
 }
 
 impl Schedule for StepLr {
+    fn validate(&self) -> Result<()> {
+        check_steps("step_size", self.step_size)?;
+        check_gamma(self.gamma)
+    }
+
     fn get_lr(&self, s: &SchedulerState, groups: &mut [ParamGroup]) -> Result<Vec<f64>> {
         if s.last_epoch == 0 || s.last_epoch.rem_euclid(self.step_size) != 0 {
             return Ok(lrs(groups));

@@ -2,6 +2,27 @@
 
 use flambeau_core::Dict;
 
+/// Every key people save the optimizer's state under.
+const OPTIMIZER_KEYS: [&str; 3] = ["optimizer_state_dict", "optimizer", "optimizer_states"];
+
+/// Every key people save the scheduler's state under.
+const SCHEDULER_KEYS: [&str; 5] = [
+    "scheduler_state_dict",
+    "scheduler",
+    "lr_scheduler",
+    "lr_scheduler_state_dict",
+    "lr_schedulers",
+];
+
+/// `keys` with `own` moved to the front.
+fn ordered<const N: usize>(own: &'static str, keys: [&'static str; N]) -> [&'static str; N] {
+    let mut out = keys;
+    if let Some(i) = out.iter().position(|k| *k == own) {
+        out[..=i].rotate_right(1);
+    }
+    out
+}
+
 /// Which convention a training checkpoint follows. They differ in key names and in what
 /// `epoch` means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,25 +74,28 @@ impl Layout {
         }
     }
 
-    /// The key of the optimizer's state (Lightning keeps a list; the first is used).
-    pub(crate) fn optimizer_key(self) -> Option<&'static str> {
-        match self {
-            Layout::Tutorial => Some("optimizer_state_dict"),
-            Layout::ImageNetExample | Layout::TorchvisionReferences => Some("optimizer"),
-            Layout::Lightning => Some("optimizer_states"),
-            Layout::WeightsOnly => None,
-        }
+    /// The keys the optimizer's state may be under, this layout's own first (Lightning keeps a
+    /// list; the first is used). Scripts mix conventions, so every layout looks under all.
+    pub(crate) fn optimizer_keys(self) -> [&'static str; 3] {
+        let own = match self {
+            Layout::Tutorial | Layout::WeightsOnly => "optimizer_state_dict",
+            Layout::ImageNetExample | Layout::TorchvisionReferences => "optimizer",
+            Layout::Lightning => "optimizer_states",
+        };
+        ordered(own, OPTIMIZER_KEYS)
     }
 
-    /// The key of the scheduler's state (Lightning keeps a list; the first is used).
-    pub(crate) fn scheduler_key(self) -> Option<&'static str> {
-        match self {
-            Layout::Tutorial => Some("scheduler_state_dict"),
-            Layout::ImageNetExample => Some("scheduler"),
-            Layout::TorchvisionReferences => Some("lr_scheduler"),
-            Layout::Lightning => Some("lr_schedulers"),
-            Layout::WeightsOnly => None,
-        }
+    /// The keys the scheduler's state may be under, this layout's own first (Lightning keeps a
+    /// list; the first is used). The mixed layout `model_state_dict` / `optimizer_state_dict` /
+    /// `lr_scheduler` is common, so every layout looks under all.
+    pub(crate) fn scheduler_keys(self) -> [&'static str; 5] {
+        let own = match self {
+            Layout::Tutorial | Layout::WeightsOnly => "scheduler_state_dict",
+            Layout::ImageNetExample => "scheduler",
+            Layout::TorchvisionReferences => "lr_scheduler",
+            Layout::Lightning => "lr_schedulers",
+        };
+        ordered(own, SCHEDULER_KEYS)
     }
 
     /// The key of the best validation metric, if the layout has one.

@@ -1,14 +1,17 @@
 //! A run directory of checkpoints: `last.pth`, `best.pth` and the last K `epoch-NNNN.pth`.
 //!
-//! Every file appears atomically (written to a temporary name, fsynced, renamed), and `last.pth`
-//! / `best.pth` are hard links to the epoch file they stand for, so an epoch costs one write. A
-//! process killed at any instant leaves the previous `last.pth` or the new one, never a torn file.
+//! Every file appears atomically (written to a temporary name, fsynced, renamed), so a process
+//! killed at any instant leaves the previous `last.pth` or the new one, never a torn file.
+//! `last.pth` and `best.pth` are copies of the epoch file they stand for, never hard links: a
+//! user who later `torch.save`s over one of them in place must not rewrite the others. An epoch
+//! serialises the checkpoint once; the copies are made by the kernel (a reflink on btrfs/XFS,
+//! an in-kernel copy elsewhere).
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::Checkpoint;
-use crate::{Error, Result};
+use crate::{files, Error, Result};
 
 const LAST: &str = "last.pth";
 const BEST: &str = "best.pth";
@@ -74,20 +77,20 @@ impl CheckpointManager {
     }
 
     /// Saves the checkpoint of a finished epoch: `epoch-NNNN.pth`, then `last.pth` (and
-    /// `best.pth` when `is_best`) pointing at it, then removes epoch files beyond the last K.
+    /// `best.pth` when `is_best`) as copies of it, then removes epoch files beyond the last K.
     pub fn save_epoch(&self, ckpt: &Checkpoint, is_best: bool) -> Result<()> {
         if self.keep_last == 0 {
             self.save_last(ckpt)?;
             if is_best {
-                replace_with_link(&self.last_path(), &self.best_path())?;
+                files::copy_atomically(&self.last_path(), &self.best_path())?;
             }
             return Ok(());
         }
         let epoch_file = self.epoch_path(ckpt.epoch);
         ckpt.save(&epoch_file)?;
-        replace_with_link(&epoch_file, &self.last_path())?;
+        files::copy_atomically(&epoch_file, &self.last_path())?;
         if is_best {
-            replace_with_link(&epoch_file, &self.best_path())?;
+            files::copy_atomically(&epoch_file, &self.best_path())?;
         }
         self.prune()
     }
@@ -119,24 +122,4 @@ impl CheckpointManager {
         }
         Ok(())
     }
-}
-
-/// Makes `dst` the same file as `src`, atomically: a hard link under a temporary name renamed
-/// over `dst` (a copy where the filesystem has no hard links).
-fn replace_with_link(src: &Path, dst: &Path) -> Result<()> {
-    let dir = dst.parent().unwrap_or(Path::new("."));
-    let name = dst.file_name().and_then(|n| n.to_str()).unwrap_or("link");
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    if fs::hard_link(src, &tmp).is_err() {
-        fs::copy(src, &tmp).map_err(|e| Error::io(&tmp, e))?;
-        fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| Error::io(&tmp, e))?;
-    }
-    fs::rename(&tmp, dst).map_err(|e| Error::io(dst, e))?;
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }

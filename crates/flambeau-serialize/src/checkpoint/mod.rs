@@ -147,14 +147,8 @@ impl Checkpoint {
         } else {
             used.push(layout.model_key());
         }
-        let optimizer = layout.optimizer_key().and_then(|k| {
-            used.push(k);
-            first_if_list(d.get(k))
-        });
-        let scheduler = layout.scheduler_key().and_then(|k| {
-            used.push(k);
-            first_if_list(d.get(k))
-        });
+        let optimizer = training_state(d, &layout.optimizer_keys(), &mut used);
+        let scheduler = training_state(d, &layout.scheduler_keys(), &mut used);
         let best_key = layout.best_metric_key();
         used.push(best_key);
         let epoch = match d.get(KEY_EPOCH) {
@@ -215,13 +209,26 @@ fn location_key<'a>(location: &str, d: &'a Dict) -> &'a str {
     d.str_keys().find(|k| *k == location).unwrap_or("")
 }
 
-/// Lightning keeps lists of optimizer / scheduler states; flambeau resumes the first.
-fn first_if_list(v: Option<&Value>) -> Option<Value> {
-    match v? {
-        Value::List(l) | Value::Tuple(l) => l.first().cloned(),
-        Value::None => None,
-        other => Some(other.clone()),
+/// The optimizer or scheduler state under the first of `keys` that holds one (a dict, or
+/// Lightning's list of dicts, whose first is resumed). Keys holding `None` or an empty list
+/// are consumed; keys holding anything else (a name, a number) stay in the extras.
+fn training_state<'a>(d: &'a Dict, keys: &[&'a str], used: &mut Vec<&'a str>) -> Option<Value> {
+    for &k in keys {
+        let state = match d.get(k) {
+            None => continue,
+            Some(Value::List(l) | Value::Tuple(l)) => l.first(),
+            Some(v) => Some(v),
+        };
+        match state {
+            Some(v @ Value::Dict(_)) => {
+                used.push(k);
+                return Some(v.clone());
+            }
+            None | Some(Value::None) => used.push(k),
+            Some(_) => {}
+        }
     }
+    None
 }
 
 /// An int, float, bool or one-element tensor (`loss` and `best_acc1` are often tensors) as f64.
