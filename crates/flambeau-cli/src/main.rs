@@ -5,7 +5,6 @@ mod data;
 mod eval;
 mod inspect;
 mod model;
-mod sanitize;
 mod train;
 
 use std::path::PathBuf;
