@@ -5,6 +5,7 @@ mod data;
 mod eval;
 mod inspect;
 mod model;
+mod progress;
 mod train;
 
 use std::path::PathBuf;

@@ -42,9 +42,9 @@ pub enum Error {
     Checkpoint {
         /// The file.
         path: PathBuf,
-        /// What the reader said.
+        /// What the reader said (boxed: it is large, and rare).
         #[source]
-        source: flambeau_serialize::Error,
+        source: Box<flambeau_serialize::Error>,
     },
     /// A checkpoint that does not hold a torchvision ResNet (or not one that can be told).
     #[error("{path}: {reason}")]

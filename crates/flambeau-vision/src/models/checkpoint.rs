@@ -22,8 +22,9 @@ pub struct ResNetCheckpoint {
     /// The architecture: the file's `arch` entry (flambeau's runs and torchvision's reference
     /// scripts store one), else recognised from the keys; `None` when neither tells.
     pub arch: Option<String>,
-    /// Output classes of its classifier (`fc.weight`'s rows).
-    pub num_classes: usize,
+    /// Output classes of its classifier (`fc.weight`'s rows); `None` without one (e.g. a
+    /// backbone saved for feature extraction, which can still initialise a model).
+    pub num_classes: Option<usize>,
 }
 
 impl ResNetCheckpoint {
@@ -36,13 +37,10 @@ impl ResNetCheckpoint {
         let mut checkpoint =
             Checkpoint::load(&path, &config).map_err(|source| Error::Checkpoint {
                 path: path.clone(),
-                source,
+                source: Box::new(source),
             })?;
         checkpoint.model = checkpoint.model.strip_wrappers();
-        let num_classes = num_classes(&checkpoint.model).map_err(|e| Error::NotAResNet {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        let num_classes = num_classes(&checkpoint.model).ok();
         let stored = checkpoint.extra.get("arch").and_then(Value::as_str);
         let arch = stored.map(str::to_string).or_else(|| {
             let recognised = ResNetConfig::infer(&checkpoint.model).ok()?;
@@ -67,7 +65,16 @@ impl ResNetCheckpoint {
                 ),
             });
         };
-        ResNetConfig::by_name(arch, self.num_classes)
+        let num_classes = self.classes()?;
+        ResNetConfig::by_name(arch, num_classes)
+    }
+
+    /// The classifier's output classes, or an error saying the file has no `fc.weight`.
+    pub fn classes(&self) -> Result<usize> {
+        self.num_classes.ok_or_else(|| Error::NotAResNet {
+            path: self.path.clone(),
+            reason: "the checkpoint has no `fc.weight`: is it a torchvision ResNet?".into(),
+        })
     }
 
     /// Loads the weights into `vs` strictly (every key and shape must match), as PyTorch's
