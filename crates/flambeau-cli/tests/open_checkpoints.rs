@@ -1,6 +1,7 @@
 //! `eval` and `train --init-from` open any file that holds a ResNet: a DataParallel state dict
 //! written by real PyTorch, and `.safetensors`.
 
+use std::path::Path;
 use std::process::Command;
 
 use candle_core::{DType, Device};
@@ -19,6 +20,23 @@ fn flambeau(args: &[&str]) -> (bool, String) {
         String::from_utf8_lossy(&o.stderr)
     );
     (o.status.success(), text)
+}
+
+/// A one-epoch run in `dir/run` that starts from `weights`.
+fn init_from(weights: &Path, dir: &Path) -> (bool, String) {
+    let (weights, out) = (weights.to_str().unwrap(), dir.join("run"));
+    let tiny = [
+        "--train-size",
+        "16",
+        "--val-size",
+        "16",
+        "--batch-size",
+        "16",
+    ];
+    let mut args = vec!["train", "--init-from", weights, "--epochs", "1", "--quiet"];
+    args.extend(tiny);
+    args.extend(["--out", out.to_str().unwrap()]);
+    flambeau(&args)
 }
 
 #[test]
@@ -43,22 +61,7 @@ fn eval_opens_a_dataparallel_checkpoint_made_by_pytorch() {
     assert!(out.contains("(16 images)"), "{out}");
 
     // The same file initialises a fine-tuning run: every tensor, names unwrapped.
-    let (ok, out) = flambeau(&[
-        "train",
-        "--init-from",
-        pth.to_str().unwrap(),
-        "--epochs",
-        "1",
-        "--train-size",
-        "16",
-        "--val-size",
-        "16",
-        "--batch-size",
-        "16",
-        "--quiet",
-        "--out",
-        dir.path().join("run").to_str().unwrap(),
-    ]);
+    let (ok, out) = init_from(&pth, dir.path());
     assert!(ok, "{out}");
     assert!(out.contains("initialised 122 of 122 tensors"), "{out}");
 }
@@ -78,22 +81,7 @@ fn eval_and_init_from_accept_safetensors() {
         "{out}"
     );
 
-    let (ok, out) = flambeau(&[
-        "train",
-        "--init-from",
-        file.to_str().unwrap(),
-        "--epochs",
-        "1",
-        "--train-size",
-        "16",
-        "--val-size",
-        "16",
-        "--batch-size",
-        "16",
-        "--quiet",
-        "--out",
-        dir.path().join("run").to_str().unwrap(),
-    ]);
+    let (ok, out) = init_from(&file, dir.path());
     assert!(ok, "{out}");
     assert!(out.contains("initialised 122 of 122 tensors"), "{out}");
     assert!(out.contains("epoch 1/1"), "{out}");

@@ -89,17 +89,24 @@ pub struct Resumed {
 /// and the run directory's [`CheckpointManager`].
 pub struct Trainer<M> {
     model: M,
-    vs: VarStore,
-    optimizer: Box<dyn Optimizer>,
-    scheduler: Option<Box<dyn LrScheduler>>,
+    /// What a checkpoint holds, apart from the data loaders (so that the loop can save while
+    /// it draws batches).
+    s: Session,
     scheduler_per_batch: bool,
     train: DataLoader,
     val: DataLoader,
     manager: CheckpointManager,
     config: TrainerConfig,
+    stop: StopSignal,
+}
+
+/// The parts of a run a checkpoint is made of, besides the data position.
+struct Session {
+    vs: VarStore,
+    optimizer: Box<dyn Optimizer>,
+    scheduler: Option<Box<dyn LrScheduler>>,
     state: RunState,
     extra: Vec<(String, Value)>,
-    stop: StopSignal,
 }
 
 impl<M: ModuleT> Trainer<M> {
@@ -115,16 +122,18 @@ impl<M: ModuleT> Trainer<M> {
     ) -> Self {
         Self {
             model,
-            vs,
-            optimizer,
-            scheduler: None,
+            s: Session {
+                vs,
+                optimizer,
+                scheduler: None,
+                state: RunState::default(),
+                extra: Vec::new(),
+            },
             scheduler_per_batch: false,
             train,
             val,
             manager,
             config,
-            state: RunState::default(),
-            extra: Vec::new(),
             stop: StopSignal::new(),
         }
     }
@@ -132,14 +141,14 @@ impl<M: ModuleT> Trainer<M> {
     /// Adds a learning-rate scheduler, stepped after every batch when `per_batch` (OneCycleLR)
     /// or after every epoch (the others), as PyTorch's recipes do.
     pub fn with_scheduler(mut self, scheduler: Box<dyn LrScheduler>, per_batch: bool) -> Self {
-        self.scheduler = Some(scheduler);
+        self.s.scheduler = Some(scheduler);
         self.scheduler_per_batch = per_batch;
         self
     }
 
     /// Adds a top-level entry to every checkpoint (e.g. `arch`, `args`), before the history.
     pub fn with_extra(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
-        self.extra.push((key.into(), value.into()));
+        self.s.extra.push((key.into(), value.into()));
         self
     }
 
@@ -154,18 +163,20 @@ impl<M: ModuleT> Trainer<M> {
     /// states loaded, as in PyTorch), data position, counters and metrics history. Checkpoints
     /// without a data position (e.g. PyTorch's) continue at the start of `epoch + 1`.
     pub fn resume(&mut self, ckpt: &Checkpoint) -> Result<Resumed> {
-        self.vs
+        self.s
+            .vs
             .load_state_dict(&ckpt.model.strip_wrappers(), &Default::default())
             .map_err(|e| Error::ResumeModel(Box::new(e)))?;
         if let Some(o) = &ckpt.optimizer {
-            self.optimizer
+            self.s
+                .optimizer
                 .load_state_dict(o)
                 .map_err(|source| Error::ResumeState {
                     what: "optimizer",
                     source,
                 })?;
         }
-        if let (Some(s), Some(state)) = (self.scheduler.as_mut(), &ckpt.scheduler) {
+        if let (Some(s), Some(state)) = (self.s.scheduler.as_mut(), &ckpt.scheduler) {
             s.load_state_dict(state)
                 .map_err(|source| Error::ResumeState {
                     what: "scheduler",
@@ -189,7 +200,7 @@ impl<M: ModuleT> Trainer<M> {
             });
         }
         self.train.set_state(position);
-        self.state = RunState::from_checkpoint(ckpt, position);
+        self.s.state = RunState::from_checkpoint(ckpt, position);
         Ok(Resumed {
             position,
             global_step: ckpt.global_step,
@@ -233,7 +244,7 @@ impl<M: ModuleT> Trainer<M> {
 
     /// The checkpoint of the run as it stands.
     pub fn checkpoint(&self) -> Checkpoint {
-        self.checkpoint_at(self.train.state())
+        self.s.checkpoint(self.train.state())
     }
 
     /// The model.
@@ -243,12 +254,12 @@ impl<M: ModuleT> Trainer<M> {
 
     /// The store of the model's parameters and buffers.
     pub fn var_store(&self) -> &VarStore {
-        &self.vs
+        &self.s.vs
     }
 
     /// The optimizer.
     pub fn optimizer(&self) -> &dyn Optimizer {
-        self.optimizer.as_ref()
+        self.s.optimizer.as_ref()
     }
 
     /// The run directory's checkpoint manager.
@@ -258,7 +269,7 @@ impl<M: ModuleT> Trainer<M> {
 
     /// Metrics of the finished epochs.
     pub fn history(&self) -> &[EpochRecord] {
-        &self.state.history
+        &self.s.state.history
     }
 
     /// Where the training data loader stands.
@@ -273,7 +284,7 @@ impl<M: ModuleT> Trainer<M> {
 
     /// Optimizer steps since the start of the run.
     pub fn global_step(&self) -> u64 {
-        self.state.global_step.max(0) as u64
+        self.s.state.global_step.max(0) as u64
     }
 
     /// The configuration.
@@ -297,40 +308,40 @@ impl<M: ModuleT> Trainer<M> {
         callback.on_train_begin(start.epoch + 1, self.config.epochs, start.batch, total);
         let mut batch_index = start.batch;
         let began = Instant::now();
-        let seconds_before = self.state.progress.seconds;
+        let seconds_before = self.s.state.progress.seconds;
         let mut stop = None;
         for batch in self.train.epoch() {
             let batch = batch?;
             let logits = self.model.forward_t(&batch.images, true)?;
             let loss = cross_entropy(&logits, &batch.labels, &self.config.loss)?;
             let grads = loss.backward()?;
-            self.optimizer.step(&grads)?;
+            self.s.optimizer.step(&grads)?;
             if self.scheduler_per_batch {
-                if let Some(s) = self.scheduler.as_mut() {
-                    s.step(self.optimizer.as_mut())?;
+                if let Some(s) = self.s.scheduler.as_mut() {
+                    s.step(self.s.optimizer.as_mut())?;
                 }
             }
             let n = batch.indices.len() as f64;
             let loss = loss.to_scalar::<f32>()? as f64;
-            let p = &mut self.state.progress;
+            let p = &mut self.s.state.progress;
             p.loss_sum += loss * n;
             p.correct += accuracy(&logits, &batch.labels)? * n;
             p.seen += n;
             p.seconds = seconds_before + began.elapsed().as_secs_f64();
-            self.state.global_step += 1;
-            self.state.last_loss = Some(loss);
+            self.s.state.global_step += 1;
+            self.s.state.last_loss = Some(loss);
             batch_index += 1;
             callback.on_batch_end(&BatchEnd {
                 batch: batch_index,
                 batches: total,
                 mean_loss: p.loss_sum / p.seen,
-                lr: self.optimizer.lr(0),
+                lr: self.s.optimizer.lr(0),
                 images_per_second: p.seen / p.seconds.max(1e-9),
             });
             if batch_index == total {
                 break; // the end of the epoch is saved by finish_epoch
             }
-            let step = self.state.global_step as u64;
+            let step = self.s.state.global_step as u64;
             if self.stop.requested() {
                 stop = Some(StopReason::Interrupted);
                 break;
@@ -344,21 +355,13 @@ impl<M: ModuleT> Trainer<M> {
                     batch: batch_index,
                     ..start
                 };
-                let ckpt = checkpoint_of(
-                    &self.vs,
-                    self.optimizer.as_ref(),
-                    self.scheduler.as_deref(),
-                    &self.state,
-                    &self.extra,
-                    position,
-                );
-                self.manager.save_last(&ckpt)?;
+                self.manager.save_last(&self.s.checkpoint(position))?;
             }
         }
         callback.on_train_end();
         if stop.is_some() {
             let position = self.train.state();
-            self.manager.save_last(&self.checkpoint_at(position))?;
+            self.manager.save_last(&self.s.checkpoint(position))?;
         }
         Ok(stop)
     }
@@ -368,33 +371,33 @@ impl<M: ModuleT> Trainer<M> {
         let epoch = self.train.state().epoch - 1;
         let v = evaluate(&self.model, &mut self.val, callback)?;
         if !self.scheduler_per_batch {
-            if let Some(s) = self.scheduler.as_mut() {
-                s.step(self.optimizer.as_mut())?;
+            if let Some(s) = self.s.scheduler.as_mut() {
+                s.step(self.s.optimizer.as_mut())?;
             }
         }
-        let p = self.state.progress;
+        let p = self.s.state.progress;
         let record = EpochRecord {
             epoch: epoch + 1,
             train_loss: p.loss_sum / p.seen.max(1.0),
             train_acc: p.correct / p.seen.max(1.0),
             val_loss: v.loss,
             val_acc: v.accuracy,
-            lr: self.optimizer.lr(0),
+            lr: self.s.optimizer.lr(0),
             seconds: p.seconds,
         };
-        let is_best = self.state.best_metric.is_none_or(|b| v.accuracy > b);
+        let is_best = self.s.state.best_metric.is_none_or(|b| v.accuracy > b);
         if is_best {
-            self.state.best_metric = Some(v.accuracy);
+            self.s.state.best_metric = Some(v.accuracy);
         }
-        self.state.history.push(record.clone());
-        self.state.progress = EpochProgress::default();
+        self.s.state.history.push(record.clone());
+        self.s.state.progress = EpochProgress::default();
         let position = self.train.state();
         self.manager
-            .save_epoch(&self.checkpoint_at(position), is_best)?;
+            .save_epoch(&self.s.checkpoint(position), is_best)?;
         if self.config.write_metrics {
             let dir = self.manager.dir();
-            history::write_csv(&dir.join("metrics.csv"), &self.state.history)?;
-            plot::write_png(&dir.join("metrics.png"), &self.state.history)?;
+            history::write_csv(&dir.join("metrics.csv"), &self.s.state.history)?;
+            plot::write_png(&dir.join("metrics.png"), &self.s.state.history)?;
         }
         callback.on_epoch_end(&EpochEnd {
             record,
@@ -403,46 +406,28 @@ impl<M: ModuleT> Trainer<M> {
         });
         Ok(())
     }
-
-    /// The checkpoint of the run with the data loader at `position`.
-    fn checkpoint_at(&self, position: LoaderState) -> Checkpoint {
-        checkpoint_of(
-            &self.vs,
-            self.optimizer.as_ref(),
-            self.scheduler.as_deref(),
-            &self.state,
-            &self.extra,
-            position,
-        )
-    }
 }
 
-/// The checkpoint of a run (a function of the parts, so that the loop can save while its data
-/// loader is borrowed).
-fn checkpoint_of(
-    vs: &VarStore,
-    optimizer: &dyn Optimizer,
-    scheduler: Option<&dyn LrScheduler>,
-    state: &RunState,
-    extra: &[(String, Value)],
-    position: LoaderState,
-) -> Checkpoint {
-    let mut ckpt = Checkpoint::new(vs.state_dict());
-    ckpt.optimizer = Some(optimizer.state_dict());
-    ckpt.scheduler = scheduler.map(|s| s.state_dict());
-    ckpt.epoch = position.epoch as i64 - 1;
-    ckpt.global_step = state.global_step;
-    ckpt.loss = state.last_loss;
-    ckpt.best_metric = state.best_metric;
-    ckpt.data_state = Some(position.to_value());
-    for (k, v) in extra {
-        ckpt.extra.insert(k.as_str(), v.clone());
-    }
-    ckpt.extra
-        .insert(KEY_HISTORY, history::to_value(&state.history));
-    if position.batch > 0 {
+impl Session {
+    /// The checkpoint of the run with the data loader at `position`.
+    fn checkpoint(&self, position: LoaderState) -> Checkpoint {
+        let mut ckpt = Checkpoint::new(self.vs.state_dict());
+        ckpt.optimizer = Some(self.optimizer.state_dict());
+        ckpt.scheduler = self.scheduler.as_ref().map(|s| s.state_dict());
+        ckpt.epoch = position.epoch as i64 - 1;
+        ckpt.global_step = self.state.global_step;
+        ckpt.loss = self.state.last_loss;
+        ckpt.best_metric = self.state.best_metric;
+        ckpt.data_state = Some(position.to_value());
+        for (k, v) in &self.extra {
+            ckpt.extra.insert(k.as_str(), v.clone());
+        }
         ckpt.extra
-            .insert(KEY_EPOCH_PROGRESS, state.progress.to_value());
+            .insert(KEY_HISTORY, history::to_value(&self.state.history));
+        if position.batch > 0 {
+            ckpt.extra
+                .insert(KEY_EPOCH_PROGRESS, self.state.progress.to_value());
+        }
+        ckpt
     }
-    ckpt
 }

@@ -11,6 +11,7 @@ use flambeau_nn::Linear;
 use flambeau_optim::lr_scheduler::{Scheduler, StepLr};
 use flambeau_optim::{ParamGroup, Sgd, SgdConfig};
 use flambeau_serialize::{Checkpoint, CheckpointManager, LoadConfig};
+use flambeau_testkit::assert_same_value;
 use flambeau_train::{
     BatchEnd, Callback, EpochEnd, FitOutcome, Resume, StopReason, StopSignal, Trainer,
     TrainerConfig,
@@ -94,45 +95,12 @@ fn resumed(dir: &Path) -> Trainer<Tiny> {
     t
 }
 
-fn bits(t: &Tensor) -> Vec<u64> {
-    let v: Vec<f64> = t
-        .flatten_all()
-        .and_then(|t| t.to_dtype(DType::F64))
-        .and_then(|t| t.to_vec1())
-        .unwrap();
-    v.into_iter().map(f64::to_bits).collect()
-}
-
-/// Equal values, tensors bit for bit.
-fn assert_same(a: &Value, b: &Value, path: &str) {
-    match (a, b) {
-        (Value::Tensor(x), Value::Tensor(y)) => {
-            assert_eq!(x.dims(), y.dims(), "{path}");
-            assert!(bits(x) == bits(y), "{path}: tensors differ");
-        }
-        (Value::Dict(x), Value::Dict(y)) => {
-            assert_eq!(x.len(), y.len(), "{path}: keys");
-            for ((k, v), (k2, w)) in x.entries.iter().zip(&y.entries) {
-                assert_eq!(format!("{k:?}"), format!("{k2:?}"), "{path}");
-                assert_same(v, w, &format!("{path}.{k:?}"));
-            }
-        }
-        (Value::List(x), Value::List(y)) | (Value::Tuple(x), Value::Tuple(y)) => {
-            assert_eq!(x.len(), y.len(), "{path}: length");
-            for (i, (v, w)) in x.iter().zip(y).enumerate() {
-                assert_same(v, w, &format!("{path}[{i}]"));
-            }
-        }
-        _ => assert_eq!(format!("{a:?}"), format!("{b:?}"), "{path}"),
-    }
-}
-
 /// Model, optimizer, scheduler, counters, data position and metrics equal.
 fn assert_same_run(a: &Path, b: &Path) {
     let load = |d: &Path| flambeau_serialize::load(d.join("last.pth"), &LoadConfig::default());
     let (x, y) = (load(a).unwrap(), load(b).unwrap());
     for key in Checkpoint::STATE_KEYS {
-        assert_same(x.get(key).unwrap(), y.get(key).unwrap(), key);
+        assert_same_value(x.get(key).unwrap(), y.get(key).unwrap(), key);
     }
     let csv = |d: &Path| -> Vec<String> {
         std::fs::read_to_string(d.join("metrics.csv"))
