@@ -42,10 +42,9 @@ impl ResNetCheckpoint {
         checkpoint.model = checkpoint.model.strip_wrappers();
         let num_classes = num_classes(&checkpoint.model).ok();
         let stored = checkpoint.extra.get("arch").and_then(Value::as_str);
-        let arch = stored.map(str::to_string).or_else(|| {
-            let recognised = ResNetConfig::infer(&checkpoint.model).ok()?;
-            recognised.name().map(str::to_string)
-        });
+        let arch = stored
+            .or_else(|| ResNetConfig::architecture(&checkpoint.model))
+            .map(str::to_string);
         Ok(Self {
             path,
             checkpoint,

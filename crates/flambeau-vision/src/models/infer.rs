@@ -17,12 +17,26 @@ pub const ARCHITECTURES: [&str; 7] = [
 ];
 
 impl ResNetConfig {
-    /// The configuration whose keys and shapes `sd` has: blocks per stage, block kind and width
-    /// from the keys and the first 3×3 convolution, classes from `fc.weight`. Wrapper prefixes
+    /// The configuration whose keys and shapes `sd` has: the architecture as
+    /// [`ResNetConfig::architecture`] recognises it, classes from `fc.weight`. Wrapper prefixes
     /// (`module.`, `_orig_mod.`) are ignored.
     pub fn infer(sd: &StateDict) -> Result<Self> {
         let sd = sd.strip_wrappers();
         let num_classes = num_classes(&sd)?;
+        let name = Self::architecture(&sd).ok_or_else(|| {
+            Error::Config(format!(
+                "cannot tell which ResNet the weights hold; name the architecture ({})",
+                ARCHITECTURES.join(", ")
+            ))
+        })?;
+        Self::by_name(name, num_classes)
+    }
+
+    /// The torchvision architecture whose keys and shapes `sd` has (blocks per stage, block
+    /// kind, width of the first 3×3 convolution), without looking at the classifier, so that a
+    /// backbone saved without its head is recognised too. Wrapper prefixes are ignored.
+    pub fn architecture(sd: &StateDict) -> Option<&'static str> {
+        let sd = sd.strip_wrappers();
         let blocks = |stage: usize| {
             let prefix = format!("layer{stage}.");
             let mut ids: Vec<usize> = sd
@@ -34,27 +48,21 @@ impl ResNetConfig {
             ids.len()
         };
         let layers = [blocks(1), blocks(2), blocks(3), blocks(4)];
-        let conv2 = sd.get("layer1.0.conv2.weight").map(|t| t.dims().to_vec());
+        let conv2 = sd.get("layer1.0.conv2.weight")?.dims().to_vec();
         let bottleneck = sd.contains_key("layer1.0.conv3.weight");
-        ARCHITECTURES
-            .into_iter()
-            .filter_map(|name| Self::by_name(name, num_classes).ok())
-            .find(|c| {
-                let width = c.width_per_group * c.groups;
-                let expected_conv2 = match c.block {
-                    BlockKind::Basic => vec![64, 64, 3, 3],
-                    BlockKind::Bottleneck => vec![width, width / c.groups, 3, 3],
-                };
-                c.layers == layers
-                    && (c.block == BlockKind::Bottleneck) == bottleneck
-                    && conv2.as_ref() == Some(&expected_conv2)
-            })
-            .ok_or_else(|| {
-                Error::Config(format!(
-                    "cannot tell which ResNet the weights hold (blocks per stage {layers:?}); name the architecture ({})",
-                    ARCHITECTURES.join(", ")
-                ))
-            })
+        ARCHITECTURES.into_iter().find(|name| {
+            let Ok(c) = Self::by_name(name, 1) else {
+                return false;
+            };
+            let width = c.width_per_group * c.groups;
+            let expected_conv2 = match c.block {
+                BlockKind::Basic => vec![64, 64, 3, 3],
+                BlockKind::Bottleneck => vec![width, width / c.groups, 3, 3],
+            };
+            c.layers == layers
+                && (c.block == BlockKind::Bottleneck) == bottleneck
+                && expected_conv2 == conv2
+        })
     }
 
     /// torchvision's function name for this configuration (`"resnet50"`), when it is one of
