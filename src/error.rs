@@ -15,6 +15,9 @@ pub enum Error {
     /// Models and datasets.
     #[error(transparent)]
     Vision(#[from] flambeau_vision::Error),
+    /// The training loop.
+    #[error(transparent)]
+    Train(#[from] flambeau_train::Error),
     /// candle itself (shapes, devices, dtypes).
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

@@ -14,6 +14,7 @@
 //! | [`optim`] | flambeau-optim | SGD / Adam / AdamW, LR schedulers, clipping |
 //! | [`serialize`] | flambeau-serialize | `.pth` / safetensors reading and writing, `Checkpoint` |
 //! | [`vision`] | flambeau-vision | torchvision ResNets, datasets, the resumable data loader |
+//! | [`train`] | flambeau-train | the training loop: `Trainer` fit / evaluate / resume, metrics |
 //!
 //! The types almost every program names are also at the top level, and [`Error`] takes every
 //! crate's error through `From`, so `?` works across all of them.
@@ -23,6 +24,7 @@ pub use flambeau_kernels as kernels;
 pub use flambeau_nn as nn;
 pub use flambeau_optim as optim;
 pub use flambeau_serialize as serialize;
+pub use flambeau_train as train;
 pub use flambeau_vision as vision;
 
 pub use flambeau_core::{KeyRule, LoadOptions, LoadReport, StateDict, Value, VarBuilder, VarStore};
@@ -30,3 +32,9 @@ pub use flambeau_serialize::{Checkpoint, CheckpointManager, LoadConfig};
 
 mod error;
 pub use error::{Error, Result};
+
+/// The training guide (`docs/src/training.md`), whose Rust snippets are compiled as doc tests so
+/// that the documentation cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/src/training.md")]
+pub struct TrainingGuide;

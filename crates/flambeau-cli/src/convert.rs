@@ -9,7 +9,7 @@ use flambeau_core::{KeyRule, StateDict, Value};
 use flambeau_serialize::find_state_dict;
 
 use crate::inspect::read;
-use crate::sanitize::sanitize;
+use flambeau_serialize::sanitize::sanitize;
 
 /// Options of `convert`.
 #[derive(clap::Args)]

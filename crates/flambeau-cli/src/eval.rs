@@ -3,16 +3,14 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use candle_core::ModuleT;
-use flambeau_core::LoadOptions;
-use flambeau_nn::loss::{accuracy, cross_entropy};
-use flambeau_serialize::{Checkpoint, LoadConfig};
+use flambeau_serialize::Checkpoint;
+use flambeau_train::evaluate;
 use flambeau_vision::data::{DataLoader, LoaderConfig};
-use flambeau_vision::models::ResNet;
-use indicatif::{ProgressBar, ProgressStyle};
+use flambeau_vision::models::ResNetCheckpoint;
 
 use crate::data::{DataOptions, DataSpec};
 use crate::model;
+use crate::progress::Progress;
 
 /// Evaluate a checkpoint on a validation set.
 #[derive(Debug, Clone, clap::Args)]
@@ -43,71 +41,19 @@ pub struct Args {
     pub device: String,
 }
 
-/// Loss and accuracy over a whole loader.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Evaluation {
-    /// Mean cross-entropy.
-    pub loss: f64,
-    /// Fraction correct.
-    pub accuracy: f64,
-    /// Examples evaluated.
-    pub examples: usize,
-}
-
-/// Runs the model in evaluation mode over every batch of `loader`'s current epoch.
-pub fn evaluate(model: &ResNet, loader: &mut DataLoader, bar: &ProgressBar) -> Result<Evaluation> {
-    let (mut loss_sum, mut correct, mut seen) = (0.0, 0.0, 0usize);
-    for batch in loader.epoch() {
-        let batch = batch?;
-        let logits = model.forward_t(&batch.images, false)?;
-        let n = batch.indices.len();
-        let loss = cross_entropy(&logits, &batch.labels, &Default::default())?;
-        loss_sum += loss.to_scalar::<f32>()? as f64 * n as f64;
-        correct += accuracy(&logits, &batch.labels)? * n as f64;
-        seen += n;
-        bar.inc(1);
-    }
-    Ok(Evaluation {
-        loss: loss_sum / seen.max(1) as f64,
-        accuracy: correct / seen.max(1) as f64,
-        examples: seen,
-    })
-}
-
-/// A progress bar for `len` batches (hidden when stderr is not a terminal or `quiet`).
-pub fn progress_bar(len: u64, prefix: String, quiet: bool) -> ProgressBar {
-    if quiet {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len).with_prefix(prefix);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} {elapsed_precise}<{eta_precise} {msg}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    bar
-}
-
 /// `flambeau eval`.
 pub fn run(args: &Args) -> Result<()> {
     let device = model::parse_device(&args.device)?;
-    let ckpt = Checkpoint::load(
-        &args.checkpoint,
-        &LoadConfig {
-            device: device.clone(),
-        },
-    )?;
-    let arch = resolve_arch(args.arch.as_deref(), &ckpt)?;
-    let num_classes = model::num_classes(&ckpt.model)
-        .context("the checkpoint has no `fc.weight`: is it a torchvision ResNet?")?;
-    let seed = args.seed.unwrap_or_else(|| data_seed(&ckpt).unwrap_or(0));
+    let opened = ResNetCheckpoint::open(&args.checkpoint, &device)?;
+    let ckpt = &opened.checkpoint;
+    let arch = resolve_arch(args.arch.as_deref(), &opened)?;
+    let num_classes = opened.classes()?;
+    let seed = args.seed.unwrap_or_else(|| data_seed(ckpt).unwrap_or(0));
     let data = args.data.open(&DataOptions {
         train_size: 1,
         val_size: args
             .val_size
-            .unwrap_or_else(|| trained_val_size(&ckpt).unwrap_or(1024)),
+            .unwrap_or_else(|| trained_val_size(ckpt).unwrap_or(1024)),
         image_size: args.image_size,
         seed,
     })?;
@@ -118,12 +64,8 @@ pub fn run(args: &Args) -> Result<()> {
         );
     }
     let (vs, net) = model::build(&arch, num_classes, &device, 0)?;
-    let mut opts = LoadOptions::default();
-    for rule in model::unwrap_rules(&ckpt.model) {
-        opts = opts.rule(rule);
-    }
-    vs.load_state_dict(&ckpt.model, &opts)
-        .map_err(|e| anyhow::anyhow!("{e}"))
+    opened
+        .load_into(&vs)
         .with_context(|| format!("loading {} into {arch}", args.checkpoint.display()))?;
     let mut loader = DataLoader::new(
         data.val,
@@ -135,9 +77,7 @@ pub fn run(args: &Args) -> Result<()> {
         },
         &device,
     )?;
-    let bar = progress_bar(loader.len() as u64, "eval".into(), false);
-    let e = evaluate(&net, &mut loader, &bar)?;
-    bar.finish_and_clear();
+    let e = evaluate(&net, &mut loader, &mut Progress::new(false, "eval"))?;
     println!(
         "{}: {arch}, {} — accuracy {:.2}% ({} images), loss {:.4} on {}",
         args.checkpoint.display(),
@@ -156,12 +96,9 @@ pub fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// The architecture: `--arch`, else the checkpoint's `arch` entry, else recognised from its keys.
-pub fn resolve_arch(requested: Option<&str>, ckpt: &Checkpoint) -> Result<String> {
-    let unwrapped = unwrap(&ckpt.model)?;
-    let recognised = model::infer_arch(&unwrapped);
-    let stored = ckpt.extra.get("arch").and_then(|v| v.as_str());
-    match (requested, stored.or(recognised)) {
+/// The architecture: `--arch`, else the checkpoint's (its `arch` entry, else recognised).
+pub fn resolve_arch(requested: Option<&str>, ckpt: &ResNetCheckpoint) -> Result<String> {
+    match (requested, ckpt.arch.as_deref()) {
         (Some(r), Some(found)) if r != found => bail!(
             "--arch {r}, but the checkpoint holds a {found}; drop --arch or pass --arch {found}"
         ),
@@ -172,15 +109,6 @@ pub fn resolve_arch(requested: Option<&str>, ckpt: &Checkpoint) -> Result<String
             model::ARCHS.join("|")
         ),
     }
-}
-
-/// The state dict without DataParallel / torch.compile prefixes.
-pub fn unwrap(sd: &flambeau_core::StateDict) -> Result<flambeau_core::StateDict> {
-    let mut sd = sd.clone();
-    for rule in model::unwrap_rules(&sd) {
-        sd = rule.apply(&sd, &[])?;
-    }
-    Ok(sd)
 }
 
 /// The seed of the data the checkpoint was trained on (flambeau checkpoints store it).

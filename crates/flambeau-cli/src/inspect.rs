@@ -98,7 +98,7 @@ pub fn summary(v: &Value) -> String {
         .map(|(_, t)| t.elem_count() * t.dtype().size_in_bytes())
         .sum();
     let kind = match find_state_dict(v) {
-        Ok(found) if found.location.is_empty() && found.state_dict.keys().all(|k| k.starts_with("module.")) => {
+        Ok(found) if found.location.is_empty() && found.state_dict.wrapper_prefixes().first() == Some(&"module.") => {
             "a DataParallel/DistributedDataParallel state_dict (every key starts with `module.`; load with KeyRule::strip_prefix(\"module.\"))".to_string()
         }
         Ok(found) if found.location.is_empty() => found.layout.to_string(),

@@ -5,7 +5,7 @@ mod data;
 mod eval;
 mod inspect;
 mod model;
-mod sanitize;
+mod progress;
 mod train;
 
 use std::path::PathBuf;

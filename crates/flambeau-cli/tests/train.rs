@@ -10,7 +10,7 @@ use std::time::Duration;
 use candle_core::{DType, Device};
 use flambeau_core::{Value, VarStore};
 use flambeau_serialize::{Checkpoint, LoadConfig};
-use flambeau_testkit::{run_python, torch_python};
+use flambeau_testkit::{assert_same_value, run_python, torch_python};
 use flambeau_vision::models::{ResNet, ResNetConfig};
 
 /// Three batches per epoch, a few seconds per epoch in a debug build.
@@ -67,41 +67,6 @@ fn load(path: &Path) -> Value {
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-fn bits(t: &candle_core::Tensor) -> Vec<u64> {
-    t.flatten_all()
-        .and_then(|t| t.to_dtype(DType::F64))
-        .and_then(|t| t.to_vec1::<f64>())
-        .unwrap()
-        .into_iter()
-        .map(f64::to_bits)
-        .collect()
-}
-
-/// Equal values, tensors compared bit for bit.
-fn assert_same(a: &Value, b: &Value, path: &str) {
-    match (a, b) {
-        (Value::Tensor(x), Value::Tensor(y)) => {
-            assert_eq!((x.dtype(), x.dims()), (y.dtype(), y.dims()), "{path}");
-            assert!(bits(x) == bits(y), "{path}: tensors differ");
-        }
-        (Value::Dict(x), Value::Dict(y)) => {
-            let kx: Vec<_> = x.entries.iter().map(|(k, _)| format!("{k:?}")).collect();
-            let ky: Vec<_> = y.entries.iter().map(|(k, _)| format!("{k:?}")).collect();
-            assert_eq!(kx, ky, "{path}: keys");
-            for ((k, v), (_, w)) in x.entries.iter().zip(&y.entries) {
-                assert_same(v, w, &format!("{path}.{k:?}"));
-            }
-        }
-        (Value::List(x), Value::List(y)) | (Value::Tuple(x), Value::Tuple(y)) => {
-            assert_eq!(x.len(), y.len(), "{path}: length");
-            for (i, (v, w)) in x.iter().zip(y).enumerate() {
-                assert_same(v, w, &format!("{path}[{i}]"));
-            }
-        }
-        _ => assert_eq!(format!("{a:?}"), format!("{b:?}"), "{path}"),
-    }
-}
-
 /// Model, optimizer, scheduler, counters and data position equal the straight run's.
 fn assert_same_as_straight(dir: &Path) {
     assert_same_run(straight_run(), dir);
@@ -114,7 +79,7 @@ fn assert_same_run(reference: &Path, dir: &Path) {
         load(&dir.join("last.pth")),
     );
     for key in Checkpoint::STATE_KEYS {
-        assert_same(a.get(key).unwrap(), b.get(key).unwrap(), key);
+        assert_same_value(a.get(key).unwrap(), b.get(key).unwrap(), key);
     }
     let csv = |d: &Path| {
         std::fs::read_to_string(d.join("metrics.csv"))

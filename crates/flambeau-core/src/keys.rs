@@ -6,6 +6,9 @@ use regex::Regex;
 
 use crate::{Error, Result, StateDict};
 
+/// Prefixes PyTorch's wrappers put in front of every key of the model they wrap.
+pub const WRAPPER_PREFIXES: [&str; 2] = ["module.", "_orig_mod."];
+
 fn compile(pattern: &str) -> Result<Regex> {
     Regex::new(pattern).map_err(|source| Error::Regex {
         pattern: pattern.to_string(),
@@ -69,6 +72,37 @@ impl StateDict {
             || KeyRule::strip_prefix(prefix),
             |k| Some(k.strip_prefix(prefix).unwrap_or(k).to_string()),
         )
+    }
+
+    /// The wrapper prefixes every key carries, outermost first: DataParallel's and
+    /// DistributedDataParallel's `module.` and `torch.compile`'s `_orig_mod.`, nested in any
+    /// order. The one place this rule lives: everything that opens a model's weights uses it.
+    pub fn wrapper_prefixes(&self) -> Vec<&'static str> {
+        let mut keys: Vec<&str> = self.keys().collect();
+        let mut found = Vec::new();
+        // Each round strips a non-empty prefix from every key, so the loop ends.
+        while let Some(prefix) = WRAPPER_PREFIXES
+            .into_iter()
+            .find(|p| !keys.is_empty() && keys.iter().all(|k| k.starts_with(p)))
+        {
+            found.push(prefix);
+            keys = keys.iter().map(|k| &k[prefix.len()..]).collect();
+        }
+        found
+    }
+
+    /// The state dict without the wrapper prefixes of [`StateDict::wrapper_prefixes`], so that
+    /// a file saved from `nn.DataParallel(model)` or `torch.compile(model)` loads into the bare
+    /// model (PyTorch: `consume_prefix_in_state_dict_if_present(sd, "module.")`).
+    pub fn strip_wrappers(&self) -> StateDict {
+        let mut sd = self.clone();
+        for prefix in self.wrapper_prefixes() {
+            // Every key carries the prefix, so no two keys can meet.
+            sd = sd
+                .strip_prefix(prefix)
+                .expect("stripping a prefix every key has maps keys one to one");
+        }
+        sd
     }
 
     /// Puts `prefix` in front of every key (e.g. `"module."` to load into a DataParallel model).

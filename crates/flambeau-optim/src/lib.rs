@@ -14,6 +14,7 @@
 
 mod adam;
 mod clip;
+mod kind;
 pub mod lr_scheduler;
 mod param_group;
 mod sgd;
@@ -24,6 +25,7 @@ use candle_core::backprop::GradStore;
 
 pub use adam::{Adam, AdamConfig};
 pub use clip::{clip_grad_norm, clip_grad_value};
+pub use kind::{OptimizerKind, SchedulerKind};
 pub use param_group::{split_by_name, ParamGroup};
 pub use sgd::{Sgd, SgdConfig};
 

@@ -21,6 +21,7 @@ mod find;
 mod load;
 mod pickle;
 pub mod safetensors;
+pub mod sanitize;
 mod save;
 mod storage;
 

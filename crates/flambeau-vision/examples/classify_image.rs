@@ -4,42 +4,36 @@
 //! cargo run --release -p flambeau-vision --example classify_image -- WEIGHTS IMAGE [ARCH] [CLASSES]
 //! ```
 //! `WEIGHTS` is anything `torch.save` wrote (a bare state_dict, a DataParallel one, a training
-//! checkpoint) or a `.safetensors` file; `ARCH` defaults to `resnet18`; the number of classes is
-//! read from the weights' `fc.weight`. `CLASSES` is an optional text file with one name per line.
+//! checkpoint) or a `.safetensors` file; `ARCH` defaults to the one recognised in the weights; the
+//! number of classes is read from the weights' `fc.weight`. `CLASSES` is an optional text file with one name per line.
 //! Nothing is downloaded: export weights from torchvision yourself, e.g.
 //! `torch.save(torchvision.models.resnet18(weights="DEFAULT").state_dict(), "resnet18.pth")`.
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, ModuleT, Tensor, D};
-use flambeau_core::{KeyRule, LoadOptions, VarStore};
-use flambeau_serialize::{load_state_dict_file, LoadConfig};
+use flambeau_core::VarStore;
 use flambeau_vision::data::{Dataset, ImageFolder, Normalize};
-use flambeau_vision::models::{ResNet, ResNetConfig};
+use flambeau_vision::models::{ResNet, ResNetCheckpoint, ResNetConfig};
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(weights), Some(image)) = (args.first(), args.get(1)) else {
         bail!("usage: classify_image WEIGHTS IMAGE [ARCH] [CLASSES]");
     };
-    let arch = args.get(2).map_or("resnet18", String::as_str);
     let device = Device::Cpu;
-    let sd = load_state_dict_file(
-        weights,
-        &LoadConfig {
-            device: device.clone(),
-        },
-    )?;
-    let sd = sd.strip_prefix("module.")?; // DataParallel checkpoints work as they are
-    let classes = sd
-        .get("fc.weight")
-        .context("the weights have no fc.weight: not a torchvision ResNet?")?
-        .dim(0)?;
+    // Any accepted file: .pth (zip or legacy), .safetensors, DataParallel / torch.compile
+    // wrappers, whole training checkpoints; the architecture and class count are recognised.
+    let ckpt = ResNetCheckpoint::open(weights, &device)?;
+    let arch = match args.get(2) {
+        Some(a) => a.clone(),
+        None => ckpt
+            .arch
+            .clone()
+            .context("cannot tell which ResNet the weights hold: pass ARCH")?,
+    };
     let vs = VarStore::new(&device, DType::F32);
-    let model = ResNet::new(vs.root(), ResNetConfig::by_name(arch, classes)?)?;
-    let report = vs.load_state_dict(
-        &sd,
-        &LoadOptions::default().rule(KeyRule::strip_prefix("_orig_mod.")),
-    )?;
+    let model = ResNet::new(vs.root(), ResNetConfig::by_name(&arch, ckpt.classes()?)?)?;
+    let report = ckpt.load_into(&vs)?;
     eprintln!("loaded {} tensors from {weights}", report.loaded.len());
 
     // ImageFolder does the decoding and resizing; point it at a one-image folder view.

@@ -37,6 +37,32 @@ pub enum Error {
     /// An invalid model or loader configuration.
     #[error("{0}")]
     Config(String),
+    /// A checkpoint file could not be read.
+    #[error("{path}: {source}")]
+    Checkpoint {
+        /// The file.
+        path: PathBuf,
+        /// What the reader said (boxed: it is large, and rare).
+        #[source]
+        source: Box<flambeau_serialize::Error>,
+    },
+    /// A checkpoint that does not hold a torchvision ResNet (or not one that can be told).
+    #[error("{path}: {reason}")]
+    NotAResNet {
+        /// The file.
+        path: PathBuf,
+        /// What is missing, and the fix.
+        reason: String,
+    },
+    /// The checkpoint's weights do not fit the model (PyTorch's message plus the diagnosis).
+    #[error("loading {path}: {source}")]
+    Load {
+        /// The file.
+        path: PathBuf,
+        /// `load_state_dict`'s error (boxed: it carries the whole diagnosis).
+        #[source]
+        source: Box<flambeau_core::LoadError>,
+    },
 }
 
 /// `Result` with flambeau-vision's [`Error`].

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::ValueEnum;
+use flambeau_core::{Dict, DictKind, Value};
 
 use crate::data::DataSpec;
 
@@ -109,4 +110,34 @@ pub struct Args {
     /// No progress bar (per-epoch lines only).
     #[arg(long)]
     pub quiet: bool,
+}
+
+impl Args {
+    /// The command line as a dict, stored in every checkpoint for people reading it
+    /// (torchvision's reference scripts store their `args` too).
+    pub fn to_value(&self) -> Value {
+        let mut d = Dict::new(DictKind::Plain);
+        let opt = |v: Option<String>| v.map(Value::Str).unwrap_or(Value::None);
+        d.insert("data", format!("{:?}", self.data));
+        d.insert("epochs", self.epochs as i64);
+        d.insert("batch_size", self.batch_size as i64);
+        d.insert("lr", self.lr.map(Value::Float).unwrap_or(Value::None));
+        d.insert(
+            "optimizer",
+            opt(self.optimizer.map(|o| format!("{o:?}").to_lowercase())),
+        );
+        d.insert(
+            "scheduler",
+            opt(self.scheduler.map(|s| format!("{s:?}").to_lowercase())),
+        );
+        d.insert("label_smoothing", self.label_smoothing);
+        d.insert("seed", self.seed as i64);
+        d.insert("train_size", self.train_size as i64);
+        d.insert("val_size", self.val_size as i64);
+        d.insert(
+            "init_from",
+            opt(self.init_from.as_ref().map(|p| p.display().to_string())),
+        );
+        Value::Dict(d)
+    }
 }

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use super::report::ShapeMismatch;
+use super::shape_mismatch::ShapeMismatch;
 
 /// A likely cause of a mismatch and the one-line fix.
 #[derive(Debug, Clone, PartialEq, Eq)]

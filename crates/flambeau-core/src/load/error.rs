@@ -6,7 +6,7 @@ use candle_core::DType;
 use thiserror::Error;
 
 use super::diagnosis::Diagnosis;
-use super::report::ShapeMismatch;
+use super::shape_mismatch::ShapeMismatch;
 
 /// Keys that did not match; `Display` is PyTorch's `RuntimeError` text word for word, followed
 /// by flambeau's diagnosis.

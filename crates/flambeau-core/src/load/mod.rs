@@ -7,13 +7,15 @@ mod diagnosis;
 mod error;
 mod options;
 mod report;
+mod shape_mismatch;
 
 use candle_core::{Tensor, Var};
 
 pub use diagnosis::Diagnosis;
 pub use error::{IncompatibleKeys, LoadError};
 pub use options::LoadOptions;
-pub use report::{torch_size, DtypeCast, LoadReport, ShapeMismatch};
+pub use report::{DtypeCast, LoadReport};
+pub use shape_mismatch::{torch_size, ShapeMismatch};
 
 use crate::var_store::EntryKind;
 use crate::{StateDict, VarStore};

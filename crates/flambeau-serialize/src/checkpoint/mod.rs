@@ -182,9 +182,13 @@ impl Checkpoint {
         })
     }
 
-    /// Loads a checkpoint file (`.pth`, zip or legacy) onto `config.device`.
+    /// Loads a checkpoint file onto `config.device`: a `.pth` (zip or legacy) in any layout
+    /// [`Layout`] knows, or a `.safetensors` file (weights only: epoch -1, no optimizer).
     pub fn load(path: impl AsRef<Path>, config: &LoadConfig) -> Result<Self> {
         let path = path.as_ref();
+        if path.extension().is_some_and(|e| e == "safetensors") {
+            return Ok(Self::new(crate::safetensors::load(path, &config.device)?));
+        }
         let value = crate::load(path, config)?;
         Self::from_value(&value).map_err(|e| match e {
             Error::NoStateDict(m) | Error::Checkpoint(m) => {

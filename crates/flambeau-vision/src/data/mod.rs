@@ -3,6 +3,7 @@
 mod cifar10;
 mod image_folder;
 mod loader;
+mod loader_value;
 pub mod rng;
 mod synthetic;
 pub mod transforms;

@@ -4,7 +4,7 @@ use candle_core::{ModuleT, Tensor};
 use flambeau_core::VarBuilder;
 use flambeau_nn::{BatchNorm2d, BatchNormConfig, Conv2d, Conv2dConfig};
 
-use super::resnet::{conv_init, Downsample};
+use super::downsample::{conv_init, Downsample};
 use crate::Result;
 
 /// Two 3×3 convolutions with a residual connection; expansion 1.

@@ -4,7 +4,7 @@ use candle_core::{ModuleT, Tensor};
 use flambeau_core::VarBuilder;
 use flambeau_nn::{BatchNorm2d, BatchNormConfig, Conv2d, Conv2dConfig};
 
-use super::resnet::{conv_init, Downsample};
+use super::downsample::{conv_init, Downsample};
 use crate::Result;
 
 /// 1×1 reduce, 3×3 (grouped, strided here as in torchvision's "ResNet v1.5"), 1×1 expand;

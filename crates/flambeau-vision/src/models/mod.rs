@@ -2,6 +2,11 @@
 
 mod basic_block;
 mod bottleneck;
+mod checkpoint;
+mod downsample;
+mod infer;
 pub mod resnet;
 
+pub use checkpoint::ResNetCheckpoint;
+pub use infer::ARCHITECTURES;
 pub use resnet::{ResNet, ResNetConfig};

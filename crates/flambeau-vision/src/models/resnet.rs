@@ -1,7 +1,7 @@
 //! torchvision's ResNet family, name for name and shape for shape.
 
 use candle_core::{DType, Module, ModuleT, Tensor};
-use flambeau_core::{FanMode, Init, Nonlinearity, VarBuilder};
+use flambeau_core::VarBuilder;
 use flambeau_nn::{
     AdaptiveAvgPool2d, BatchNorm2d, BatchNormConfig, Conv2d, Conv2dConfig, Linear, MaxPool2d,
     MaxPool2dConfig,
@@ -9,15 +9,8 @@ use flambeau_nn::{
 
 use super::basic_block::BasicBlock;
 use super::bottleneck::Bottleneck;
+use super::downsample::conv_init;
 use crate::{Error, Result};
-
-/// torchvision's convolution initialisation: kaiming-normal, fan_out, relu.
-pub(crate) fn conv_init() -> Init {
-    Init::KaimingNormal {
-        mode: FanMode::FanOut,
-        nonlinearity: Nonlinearity::Relu,
-    }
-}
 
 /// Which residual block a ResNet stacks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,33 +109,6 @@ impl ResNetConfig {
             BlockKind::Basic => BasicBlock::EXPANSION,
             BlockKind::Bottleneck => Bottleneck::EXPANSION,
         }
-    }
-}
-
-/// `downsample = Sequential(conv1x1(inplanes, out, stride), BatchNorm2d(out))`.
-#[derive(Debug)]
-pub(crate) struct Downsample {
-    conv: Conv2d,
-    bn: BatchNorm2d,
-}
-
-impl Downsample {
-    pub(crate) fn new(vb: VarBuilder, inplanes: usize, out: usize, stride: usize) -> Result<Self> {
-        let cfg = Conv2dConfig {
-            stride,
-            bias: false,
-            ..Default::default()
-        };
-        Ok(Self {
-            conv: Conv2d::with_init(vb.pp(0), inplanes, out, 1, cfg, conv_init())?,
-            bn: BatchNorm2d::new(vb.pp(1), out, BatchNormConfig::default())?,
-        })
-    }
-}
-
-impl ModuleT for Downsample {
-    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        self.bn.forward_t(&self.conv.forward(x)?, train)
     }
 }
 

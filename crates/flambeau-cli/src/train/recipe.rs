@@ -1,5 +1,5 @@
-//! The optimizer and learning-rate schedule of a run, built from the command line or recognised
-//! in a checkpoint's state.
+//! `flambeau train`'s recipe: the optimizer and learning-rate schedule the flags (or a
+//! checkpoint's recognised state) ask for, with torchvision's defaults.
 
 use anyhow::{bail, Result};
 use flambeau_core::{Value, VarStore};
@@ -10,39 +10,33 @@ use flambeau_optim::{Adam, AdamConfig, Optimizer, ParamGroup, Sgd, SgdConfig};
 
 use super::args::{Args, OptimizerKind, SchedulerKind};
 
-/// The optimizer that wrote this `optimizer.state_dict()`: Adam-family groups have `betas`.
-pub fn optimizer_kind_of(state: &Value) -> OptimizerKind {
-    let has_betas = state
-        .get("param_groups")
-        .and_then(Value::as_seq)
-        .and_then(|g| g.first())
-        .is_some_and(|g| g.get("betas").is_some());
-    if has_betas {
-        OptimizerKind::Adamw
-    } else {
-        OptimizerKind::Sgd
+/// The `--optimizer` that continues a checkpoint's optimizer state (Adam-family state is
+/// continued as AdamW, the one Adam variant `flambeau train` runs).
+pub fn optimizer_of(state: &Value) -> OptimizerKind {
+    match flambeau_optim::OptimizerKind::of_state_dict(state) {
+        flambeau_optim::OptimizerKind::Sgd => OptimizerKind::Sgd,
+        flambeau_optim::OptimizerKind::Adam => OptimizerKind::Adamw,
     }
 }
 
-/// The scheduler that wrote this `scheduler.state_dict()`, recognised by its fields.
-pub fn scheduler_kind_of(state: &Value) -> Result<SchedulerKind> {
-    let has = |k: &str| state.get(k).is_some();
-    Ok(if has("total_steps") {
-        SchedulerKind::Onecycle
-    } else if has("T_max") {
-        SchedulerKind::Cosine
-    } else if has("milestones") {
-        SchedulerKind::Multistep
-    } else if has("step_size") {
-        SchedulerKind::Step
-    } else {
-        let keys: Vec<&str> = state
-            .as_dict()
-            .map(|d| d.str_keys().collect())
-            .unwrap_or_default();
-        bail!(
-            "the checkpoint's scheduler (fields {keys:?}) is not one `flambeau train` runs (StepLR, MultiStepLR, CosineAnnealingLR, OneCycleLR)"
-        )
+/// The `--scheduler` that continues a checkpoint's scheduler state.
+pub fn scheduler_of(state: &Value) -> Result<SchedulerKind> {
+    use flambeau_optim::SchedulerKind as K;
+    Ok(match K::of_state_dict(state) {
+        Some(K::Step) => SchedulerKind::Step,
+        Some(K::MultiStep) => SchedulerKind::Multistep,
+        Some(K::Cosine) => SchedulerKind::Cosine,
+        Some(K::OneCycle) => SchedulerKind::Onecycle,
+        None => {
+            let keys: Vec<&str> = state
+                .as_dict()
+                .map(|d| d.str_keys().collect())
+                .unwrap_or_default();
+            bail!(
+                "the checkpoint's scheduler (fields {keys:?}) is not one `flambeau train` runs ({})",
+                K::CLASS_NAMES.join(", ")
+            )
+        }
     })
 }
 
@@ -133,5 +127,13 @@ pub fn build_scheduler(
 
 /// Whether the scheduler steps after every batch (OneCycleLR) rather than every epoch.
 pub fn steps_per_batch(kind: SchedulerKind) -> bool {
-    kind == SchedulerKind::Onecycle
+    use flambeau_optim::SchedulerKind as K;
+    let library_kind = match kind {
+        SchedulerKind::None => return false,
+        SchedulerKind::Step => K::Step,
+        SchedulerKind::Multistep => K::MultiStep,
+        SchedulerKind::Cosine => K::Cosine,
+        SchedulerKind::Onecycle => K::OneCycle,
+    };
+    library_kind.steps_per_batch()
 }

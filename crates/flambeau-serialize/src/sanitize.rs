@@ -1,5 +1,6 @@
-//! Makes a checkpoint acceptable to `torch.load`'s default `weights_only=True` loader: objects
-//! with a lossless plain equivalent become it, anything else is dropped; each decision is reported.
+//! `weights_only` sanitizing: makes a checkpoint acceptable to `torch.load`'s default
+//! `weights_only=True` loader. Objects with a lossless plain equivalent become it, anything else
+//! is dropped; each decision is reported.
 
 use flambeau_core::{Dict, DictKind, Value};
 

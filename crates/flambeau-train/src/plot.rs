@@ -3,10 +3,10 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
 use image::{Rgb, RgbImage};
 
-use super::history::EpochRecord;
+use crate::history::EpochRecord;
+use crate::{Error, Result};
 
 const WIDTH: u32 = 900;
 const HEIGHT: u32 = 380;
@@ -65,8 +65,10 @@ pub fn write_png(path: &Path, history: &[EpochRecord]) -> Result<()> {
         text(&mut img, panel.right - 60, panel.top - 26, "train", TRAIN);
         text(&mut img, panel.right - 60, panel.top - 14, "val", VAL);
     }
-    img.save(path)
-        .with_context(|| format!("writing the plot {}", path.display()))
+    img.save(path).map_err(|source| Error::Plot {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 struct Panel {

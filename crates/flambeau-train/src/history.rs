@@ -4,8 +4,9 @@
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::{Context, Result};
 use flambeau_core::{Dict, DictKind, Value};
+
+use crate::{Error, Result};
 
 /// The metrics of one finished epoch.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,7 +50,8 @@ impl EpochRecord {
         ]
     }
 
-    fn to_value(&self) -> Value {
+    /// As a checkpoint entry (a dict).
+    pub fn to_value(&self) -> Value {
         let mut d = Dict::new(DictKind::Plain);
         d.insert("epoch", self.epoch as i64);
         for (k, v) in FIELDS.iter().zip(self.values()).skip(1) {
@@ -58,7 +60,8 @@ impl EpochRecord {
         Value::Dict(d)
     }
 
-    fn from_value(v: &Value) -> Option<Self> {
+    /// From a checkpoint entry; `None` when a field is missing.
+    pub fn from_value(v: &Value) -> Option<Self> {
         let f = |k: &str| v.get(k).and_then(Value::as_f64);
         Some(Self {
             epoch: v.get("epoch")?.as_i64()? as u64,
@@ -94,10 +97,16 @@ pub fn write_csv(path: &Path, history: &[EpochRecord]) -> Result<()> {
         out.push_str(&row.join(","));
         out.push('\n');
     }
-    let mut f = std::fs::File::create(&tmp).with_context(|| format!("{}", tmp.display()))?;
-    f.write_all(out.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("{}", path.display()))?;
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(out.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     Ok(())
 }
 

@@ -1,0 +1,68 @@
+//! The error type of flambeau-train.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// What can go wrong training, evaluating or resuming.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// From flambeau-core (optimizer steps, state).
+    #[error(transparent)]
+    Core(#[from] flambeau_core::Error),
+    /// Reading or writing a checkpoint.
+    #[error(transparent)]
+    Serialize(#[from] flambeau_serialize::Error),
+    /// The data loader or the model.
+    #[error(transparent)]
+    Vision(#[from] flambeau_vision::Error),
+    /// From Candle (forward, backward).
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// The model in a checkpoint does not fit the model being trained.
+    #[error("resuming the model: {0}")]
+    ResumeModel(#[source] Box<flambeau_core::LoadError>),
+    /// The optimizer or scheduler state in a checkpoint does not fit the ones being trained.
+    #[error("resuming the {what}: {source}")]
+    ResumeState {
+        /// `optimizer` or `scheduler`.
+        what: &'static str,
+        /// Why it was refused.
+        #[source]
+        source: flambeau_core::Error,
+    },
+    /// The checkpoint stopped at a batch this data does not have.
+    #[error(
+        "the checkpoint stopped at batch {batch} of an epoch, but this data has {batches} batches per epoch: resume with the same batch size and data"
+    )]
+    BatchOutOfRange {
+        /// The batch the checkpoint stopped before.
+        batch: u64,
+        /// Batches per epoch of the loader.
+        batches: usize,
+    },
+    /// Writing `metrics.csv` (or another run file).
+    #[error("writing {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing the metrics plot.
+    #[error("writing the plot {path}: {source}")]
+    Plot {
+        /// The file.
+        path: PathBuf,
+        /// What the encoder said.
+        #[source]
+        source: image::ImageError,
+    },
+    /// The Ctrl-C handler could not be installed.
+    #[error("cannot install the Ctrl-C handler: {0}")]
+    Signal(#[from] ctrlc::Error),
+}
+
+/// `Result` with flambeau-train's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,433 @@
+//! [`Trainer`]: the loop of `flambeau train` for any model — fit, validate, checkpoint, resume
+//! mid-epoch bit for bit, stop on request.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::ModuleT;
+use flambeau_core::{Value, VarStore};
+use flambeau_nn::loss::{accuracy, cross_entropy, CrossEntropyOptions};
+use flambeau_optim::lr_scheduler::LrScheduler;
+use flambeau_optim::Optimizer;
+use flambeau_serialize::{Checkpoint, CheckpointManager};
+use flambeau_vision::data::{DataLoader, LoaderState};
+
+use crate::callback::{BatchEnd, EpochEnd};
+use crate::history::{self, EpochProgress, EpochRecord};
+use crate::run_state::{RunState, KEY_EPOCH_PROGRESS, KEY_HISTORY};
+use crate::{evaluate, plot, Callback, Error, Evaluation, Result, StopSignal};
+
+/// How long to train and how often to save.
+#[derive(Debug, Clone)]
+pub struct TrainerConfig {
+    /// Total epochs of the run (a resumed run continues up to this many).
+    pub epochs: u64,
+    /// Also save `last.pth` every this many optimizer steps (0: only at the end of each epoch).
+    pub save_every: u64,
+    /// Stop (with a checkpoint) once this many optimizer steps have been taken in total.
+    pub max_steps: Option<u64>,
+    /// The cross-entropy loss's options (label smoothing, …).
+    pub loss: CrossEntropyOptions,
+    /// Write `metrics.csv` and `metrics.png` into the run directory after every epoch.
+    pub write_metrics: bool,
+}
+
+impl Default for TrainerConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 1,
+            save_every: 0,
+            max_steps: None,
+            loss: CrossEntropyOptions::default(),
+            write_metrics: true,
+        }
+    }
+}
+
+/// Why [`Trainer::fit`] stopped before the last epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The [`StopSignal`] was requested (e.g. Ctrl-C).
+    Interrupted,
+    /// [`TrainerConfig::max_steps`] was reached.
+    MaxSteps,
+}
+
+/// How [`Trainer::fit`] ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FitOutcome {
+    /// The run already had all its epochs; nothing was trained.
+    NothingToDo {
+        /// Finished epochs.
+        epochs: u64,
+    },
+    /// Every epoch was trained.
+    Finished,
+    /// Stopped early after saving `last.pth`.
+    Stopped {
+        /// Why.
+        reason: StopReason,
+        /// Where the data loader stands: `batch > 0` mid-epoch, else after epoch `epoch`.
+        position: LoaderState,
+        /// Optimizer steps taken in total.
+        steps: u64,
+        /// The checkpoint to resume from.
+        checkpoint: PathBuf,
+    },
+}
+
+/// Where a resumed run continues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resumed {
+    /// The data loader's position (epoch 0-based; batch within it).
+    pub position: LoaderState,
+    /// Optimizer steps taken before.
+    pub global_step: i64,
+}
+
+/// A training run: the user's model and its [`VarStore`], optimizer, optional scheduler, data,
+/// and the run directory's [`CheckpointManager`].
+pub struct Trainer<M> {
+    model: M,
+    /// What a checkpoint holds, apart from the data loaders (so that the loop can save while
+    /// it draws batches).
+    s: Session,
+    scheduler_per_batch: bool,
+    train: DataLoader,
+    val: DataLoader,
+    manager: CheckpointManager,
+    config: TrainerConfig,
+    stop: StopSignal,
+}
+
+/// The parts of a run a checkpoint is made of, besides the data position.
+struct Session {
+    vs: VarStore,
+    optimizer: Box<dyn Optimizer>,
+    scheduler: Option<Box<dyn LrScheduler>>,
+    state: RunState,
+    extra: Vec<(String, Value)>,
+}
+
+impl<M: ModuleT> Trainer<M> {
+    /// A new run at the train loader's current position (epoch 0 for a fresh loader).
+    pub fn new(
+        model: M,
+        vs: VarStore,
+        optimizer: Box<dyn Optimizer>,
+        train: DataLoader,
+        val: DataLoader,
+        manager: CheckpointManager,
+        config: TrainerConfig,
+    ) -> Self {
+        Self {
+            model,
+            s: Session {
+                vs,
+                optimizer,
+                scheduler: None,
+                state: RunState::default(),
+                extra: Vec::new(),
+            },
+            scheduler_per_batch: false,
+            train,
+            val,
+            manager,
+            config,
+            stop: StopSignal::new(),
+        }
+    }
+
+    /// Adds a learning-rate scheduler, stepped after every batch when `per_batch` (OneCycleLR)
+    /// or after every epoch (the others), as PyTorch's recipes do.
+    pub fn with_scheduler(mut self, scheduler: Box<dyn LrScheduler>, per_batch: bool) -> Self {
+        self.s.scheduler = Some(scheduler);
+        self.scheduler_per_batch = per_batch;
+        self
+    }
+
+    /// Adds a top-level entry to every checkpoint (e.g. `arch`, `args`), before the history.
+    pub fn with_extra(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.s.extra.push((key.into(), value.into()));
+        self
+    }
+
+    /// Stops (with a checkpoint) after the batch during which `stop` is requested;
+    /// [`StopSignal::ctrl_c`] makes Ctrl-C do it.
+    pub fn with_stop_signal(mut self, stop: StopSignal) -> Self {
+        self.stop = stop;
+        self
+    }
+
+    /// Continues the run `ckpt` saved: model, optimizer, scheduler (built first, then their
+    /// states loaded, as in PyTorch), data position, counters and metrics history. Checkpoints
+    /// without a data position (e.g. PyTorch's) continue at the start of `epoch + 1`.
+    pub fn resume(&mut self, ckpt: &Checkpoint) -> Result<Resumed> {
+        self.s
+            .vs
+            .load_state_dict(&ckpt.model.strip_wrappers(), &Default::default())
+            .map_err(|e| Error::ResumeModel(Box::new(e)))?;
+        if let Some(o) = &ckpt.optimizer {
+            self.s
+                .optimizer
+                .load_state_dict(o)
+                .map_err(|source| Error::ResumeState {
+                    what: "optimizer",
+                    source,
+                })?;
+        }
+        if let (Some(s), Some(state)) = (self.s.scheduler.as_mut(), &ckpt.scheduler) {
+            s.load_state_dict(state)
+                .map_err(|source| Error::ResumeState {
+                    what: "scheduler",
+                    source,
+                })?;
+        }
+        let seed = self.train.state().seed;
+        let position = ckpt
+            .data_state
+            .as_ref()
+            .and_then(LoaderState::from_value)
+            .unwrap_or(LoaderState {
+                seed,
+                epoch: (ckpt.epoch + 1).max(0) as u64,
+                batch: 0,
+            });
+        if position.batch as usize >= self.train.len().max(1) {
+            return Err(Error::BatchOutOfRange {
+                batch: position.batch,
+                batches: self.train.len(),
+            });
+        }
+        self.train.set_state(position);
+        self.s.state = RunState::from_checkpoint(ckpt, position);
+        Ok(Resumed {
+            position,
+            global_step: ckpt.global_step,
+        })
+    }
+
+    /// Trains up to [`TrainerConfig::epochs`]: every epoch is validated and checkpointed
+    /// (`last.pth`, `epoch-NNNN.pth`, `best.pth` when best), and its metrics written; a stop
+    /// request or `max_steps` saves `last.pth` and returns [`FitOutcome::Stopped`].
+    pub fn fit(&mut self, callback: &mut dyn Callback) -> Result<FitOutcome> {
+        let epochs = self.config.epochs;
+        if self.train.state().epoch >= epochs {
+            return Ok(FitOutcome::NothingToDo {
+                epochs: self.train.state().epoch,
+            });
+        }
+        while self.train.state().epoch < epochs {
+            if let Some(reason) = self.train_pass(callback)? {
+                return Ok(self.stopped(reason));
+            }
+            self.finish_epoch(callback)?;
+            let max_steps_reached = self
+                .config
+                .max_steps
+                .is_some_and(|m| self.global_step() >= m);
+            let more = self.train.state().epoch < epochs;
+            if more && max_steps_reached {
+                return Ok(self.stopped(StopReason::MaxSteps));
+            }
+            if more && self.stop.requested() {
+                return Ok(self.stopped(StopReason::Interrupted));
+            }
+        }
+        Ok(FitOutcome::Finished)
+    }
+
+    /// Validation loss and accuracy of the model as it stands.
+    pub fn evaluate(&mut self, callback: &mut dyn Callback) -> Result<Evaluation> {
+        evaluate(&self.model, &mut self.val, callback)
+    }
+
+    /// The checkpoint of the run as it stands.
+    pub fn checkpoint(&self) -> Checkpoint {
+        self.s.checkpoint(self.train.state())
+    }
+
+    /// The model.
+    pub fn model(&self) -> &M {
+        &self.model
+    }
+
+    /// The store of the model's parameters and buffers.
+    pub fn var_store(&self) -> &VarStore {
+        &self.s.vs
+    }
+
+    /// The optimizer.
+    pub fn optimizer(&self) -> &dyn Optimizer {
+        self.s.optimizer.as_ref()
+    }
+
+    /// The run directory's checkpoint manager.
+    pub fn manager(&self) -> &CheckpointManager {
+        &self.manager
+    }
+
+    /// Metrics of the finished epochs.
+    pub fn history(&self) -> &[EpochRecord] {
+        &self.s.state.history
+    }
+
+    /// Where the training data loader stands.
+    pub fn position(&self) -> LoaderState {
+        self.train.state()
+    }
+
+    /// Batches per training epoch.
+    pub fn batches_per_epoch(&self) -> usize {
+        self.train.len()
+    }
+
+    /// Optimizer steps since the start of the run.
+    pub fn global_step(&self) -> u64 {
+        self.s.state.global_step.max(0) as u64
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TrainerConfig {
+        &self.config
+    }
+
+    fn stopped(&self, reason: StopReason) -> FitOutcome {
+        FitOutcome::Stopped {
+            reason,
+            position: self.train.state(),
+            steps: self.global_step(),
+            checkpoint: self.manager.last_path(),
+        }
+    }
+
+    /// Trains the rest of the current epoch; `Some` when stopped early (after saving).
+    fn train_pass(&mut self, callback: &mut dyn Callback) -> Result<Option<StopReason>> {
+        let start = self.train.state();
+        let total = self.train.len() as u64;
+        callback.on_train_begin(start.epoch + 1, self.config.epochs, start.batch, total);
+        let mut batch_index = start.batch;
+        let began = Instant::now();
+        let seconds_before = self.s.state.progress.seconds;
+        let mut stop = None;
+        for batch in self.train.epoch() {
+            let batch = batch?;
+            let logits = self.model.forward_t(&batch.images, true)?;
+            let loss = cross_entropy(&logits, &batch.labels, &self.config.loss)?;
+            let grads = loss.backward()?;
+            self.s.optimizer.step(&grads)?;
+            if self.scheduler_per_batch {
+                if let Some(s) = self.s.scheduler.as_mut() {
+                    s.step(self.s.optimizer.as_mut())?;
+                }
+            }
+            let n = batch.indices.len() as f64;
+            let loss = loss.to_scalar::<f32>()? as f64;
+            let p = &mut self.s.state.progress;
+            p.loss_sum += loss * n;
+            p.correct += accuracy(&logits, &batch.labels)? * n;
+            p.seen += n;
+            p.seconds = seconds_before + began.elapsed().as_secs_f64();
+            self.s.state.global_step += 1;
+            self.s.state.last_loss = Some(loss);
+            batch_index += 1;
+            callback.on_batch_end(&BatchEnd {
+                batch: batch_index,
+                batches: total,
+                mean_loss: p.loss_sum / p.seen,
+                lr: self.s.optimizer.lr(0),
+                images_per_second: p.seen / p.seconds.max(1e-9),
+            });
+            if batch_index == total {
+                break; // the end of the epoch is saved by finish_epoch
+            }
+            let step = self.s.state.global_step as u64;
+            if self.stop.requested() {
+                stop = Some(StopReason::Interrupted);
+                break;
+            }
+            if self.config.max_steps.is_some_and(|m| step >= m) {
+                stop = Some(StopReason::MaxSteps);
+                break;
+            }
+            if self.config.save_every > 0 && step.is_multiple_of(self.config.save_every) {
+                let position = LoaderState {
+                    batch: batch_index,
+                    ..start
+                };
+                self.manager.save_last(&self.s.checkpoint(position))?;
+            }
+        }
+        callback.on_train_end();
+        if stop.is_some() {
+            let position = self.train.state();
+            self.manager.save_last(&self.s.checkpoint(position))?;
+        }
+        Ok(stop)
+    }
+
+    /// Validation, scheduler step, history, checkpoints, metrics files.
+    fn finish_epoch(&mut self, callback: &mut dyn Callback) -> Result<()> {
+        let epoch = self.train.state().epoch - 1;
+        let v = evaluate(&self.model, &mut self.val, callback)?;
+        if !self.scheduler_per_batch {
+            if let Some(s) = self.s.scheduler.as_mut() {
+                s.step(self.s.optimizer.as_mut())?;
+            }
+        }
+        let p = self.s.state.progress;
+        let record = EpochRecord {
+            epoch: epoch + 1,
+            train_loss: p.loss_sum / p.seen.max(1.0),
+            train_acc: p.correct / p.seen.max(1.0),
+            val_loss: v.loss,
+            val_acc: v.accuracy,
+            lr: self.s.optimizer.lr(0),
+            seconds: p.seconds,
+        };
+        let is_best = self.s.state.best_metric.is_none_or(|b| v.accuracy > b);
+        if is_best {
+            self.s.state.best_metric = Some(v.accuracy);
+        }
+        self.s.state.history.push(record.clone());
+        self.s.state.progress = EpochProgress::default();
+        let position = self.train.state();
+        self.manager
+            .save_epoch(&self.s.checkpoint(position), is_best)?;
+        if self.config.write_metrics {
+            let dir = self.manager.dir();
+            history::write_csv(&dir.join("metrics.csv"), &self.s.state.history)?;
+            plot::write_png(&dir.join("metrics.png"), &self.s.state.history)?;
+        }
+        callback.on_epoch_end(&EpochEnd {
+            record,
+            is_best,
+            images: p.seen,
+        });
+        Ok(())
+    }
+}
+
+impl Session {
+    /// The checkpoint of the run with the data loader at `position`.
+    fn checkpoint(&self, position: LoaderState) -> Checkpoint {
+        let mut ckpt = Checkpoint::new(self.vs.state_dict());
+        ckpt.optimizer = Some(self.optimizer.state_dict());
+        ckpt.scheduler = self.scheduler.as_ref().map(|s| s.state_dict());
+        ckpt.epoch = position.epoch as i64 - 1;
+        ckpt.global_step = self.state.global_step;
+        ckpt.loss = self.state.last_loss;
+        ckpt.best_metric = self.state.best_metric;
+        ckpt.data_state = Some(position.to_value());
+        for (k, v) in &self.extra {
+            ckpt.extra.insert(k.as_str(), v.clone());
+        }
+        ckpt.extra
+            .insert(KEY_HISTORY, history::to_value(&self.state.history));
+        if position.batch > 0 {
+            ckpt.extra
+                .insert(KEY_EPOCH_PROGRESS, self.state.progress.to_value());
+        }
+        ckpt
+    }
+}

@@ -1,0 +1,245 @@
+//! The Trainer in-process, as a library user drives it: a tiny linear classifier on the
+//! synthetic shapes, stopped mid-epoch (by `max_steps` or by a stop request from a callback),
+//! resumed from the run directory, and compared bit for bit with an uninterrupted run.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Module, ModuleT, Tensor};
+use flambeau_core::{Value, VarStore};
+use flambeau_nn::Linear;
+use flambeau_optim::lr_scheduler::{Scheduler, StepLr};
+use flambeau_optim::{ParamGroup, Sgd, SgdConfig};
+use flambeau_serialize::{Checkpoint, CheckpointManager, LoadConfig};
+use flambeau_testkit::assert_same_value;
+use flambeau_train::{
+    BatchEnd, Callback, EpochEnd, FitOutcome, Resume, StopReason, StopSignal, Trainer,
+    TrainerConfig,
+};
+use flambeau_vision::data::{Augment, DataLoader, LoaderConfig, Normalize, Synthetic};
+
+/// Four batches per epoch, two epochs.
+const EPOCHS: u64 = 2;
+
+/// The user's own model: flattened pixels into a linear layer.
+struct Tiny {
+    fc: Linear,
+}
+
+impl ModuleT for Tiny {
+    fn forward_t(&self, x: &Tensor, _train: bool) -> candle_core::Result<Tensor> {
+        self.fc.forward(&x.flatten_from(1)?)
+    }
+}
+
+/// A trainer over `dir`, at the start of a run; `weights_seed` only matters for new runs.
+fn trainer(dir: &Path, weights_seed: u64, max_steps: Option<u64>) -> Trainer<Tiny> {
+    let device = Device::Cpu;
+    let vs = VarStore::with_seed(&device, DType::F32, weights_seed);
+    let model = Tiny {
+        fc: Linear::new(vs.root().pp("fc"), 3 * 32 * 32, 10, true).unwrap(),
+    };
+    let mut opt = Box::new(
+        Sgd::new(
+            vec![ParamGroup::new(vs.parameters())],
+            SgdConfig {
+                lr: 0.01,
+                momentum: 0.9,
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    );
+    let sched = Scheduler::new(
+        StepLr {
+            step_size: 1,
+            gamma: 0.5,
+        },
+        opt.as_mut(),
+    )
+    .unwrap();
+    let config = LoaderConfig {
+        batch_size: 16,
+        shuffle: true,
+        augment: Some(Augment::default()),
+        normalize: Some(Normalize::cifar10()),
+        seed: 3,
+        ..Default::default()
+    };
+    let val_config = LoaderConfig {
+        shuffle: false,
+        augment: None,
+        ..config.clone()
+    };
+    let train = DataLoader::new(Arc::new(Synthetic::train(64, 3)), config, &device).unwrap();
+    let val = DataLoader::new(Arc::new(Synthetic::val(16, 3)), val_config, &device).unwrap();
+    let manager = CheckpointManager::new(dir, 2).unwrap();
+    let config = TrainerConfig {
+        epochs: EPOCHS,
+        max_steps,
+        ..Default::default()
+    };
+    Trainer::new(model, vs, opt, train, val, manager, config)
+        .with_scheduler(Box::new(sched), false)
+        .with_extra("arch", "tiny")
+}
+
+/// A new trainer resumed from the run directory's latest checkpoint, as `--resume auto` does.
+fn resumed(dir: &Path) -> Trainer<Tiny> {
+    let mut t = trainer(dir, 99, None);
+    let (_, ckpt) = Resume::Auto
+        .open(t.manager(), &Device::Cpu)
+        .unwrap()
+        .expect("a checkpoint to resume");
+    t.resume(&ckpt).unwrap();
+    t
+}
+
+/// Model, optimizer, scheduler, counters, data position and metrics equal.
+fn assert_same_run(a: &Path, b: &Path) {
+    let load = |d: &Path| flambeau_serialize::load(d.join("last.pth"), &LoadConfig::default());
+    let (x, y) = (load(a).unwrap(), load(b).unwrap());
+    for key in Checkpoint::STATE_KEYS {
+        assert_same_value(x.get(key).unwrap(), y.get(key).unwrap(), key);
+    }
+    let csv = |d: &Path| -> Vec<String> {
+        std::fs::read_to_string(d.join("metrics.csv"))
+            .unwrap()
+            .lines()
+            .map(|l| l.rsplit_once(',').unwrap().0.to_string()) // all but the seconds
+            .collect()
+    };
+    assert_eq!(csv(a), csv(b));
+}
+
+fn straight_run() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let outcome = trainer(dir.path(), 0, None).fit(&mut ()).unwrap();
+    assert_eq!(outcome, FitOutcome::Finished);
+    dir
+}
+
+#[test]
+fn stopping_mid_epoch_and_resuming_equals_a_straight_run_bit_for_bit() {
+    let straight = straight_run();
+    let dir = tempfile::tempdir().unwrap();
+    let outcome = trainer(dir.path(), 0, Some(3)).fit(&mut ()).unwrap();
+    let FitOutcome::Stopped {
+        reason,
+        position,
+        steps,
+        checkpoint,
+    } = outcome
+    else {
+        panic!("not stopped: {outcome:?}");
+    };
+    assert_eq!(
+        (reason, position.epoch, position.batch, steps),
+        (StopReason::MaxSteps, 0, 3, 3)
+    );
+    assert_eq!(checkpoint, dir.path().join("last.pth"));
+
+    let mut t = resumed(dir.path());
+    assert_eq!(
+        (t.position().epoch, t.position().batch, t.global_step()),
+        (0, 3, 3)
+    );
+    assert_eq!(t.fit(&mut ()).unwrap(), FitOutcome::Finished);
+    assert_eq!(t.history().len(), 2);
+    assert_same_run(straight.path(), dir.path());
+
+    // Everything done: nothing to train, nothing changed.
+    assert_eq!(
+        resumed(dir.path()).fit(&mut ()).unwrap(),
+        FitOutcome::NothingToDo { epochs: 2 }
+    );
+}
+
+/// Requests the stop during the second epoch's first batch; counts what it is told.
+#[derive(Default)]
+struct StopInEpochTwo {
+    signal: StopSignal,
+    batches: Vec<(u64, u64)>,
+    epochs: Vec<(u64, bool)>,
+    evals: usize,
+}
+
+impl Callback for StopInEpochTwo {
+    fn on_batch_end(&mut self, b: &BatchEnd) {
+        assert!(b.mean_loss.is_finite() && b.lr > 0.0);
+        self.batches.push((b.batch, b.batches));
+        if self.epochs.len() == 1 {
+            self.signal.request();
+        }
+    }
+
+    fn on_eval_end(&mut self) {
+        self.evals += 1;
+    }
+
+    fn on_epoch_end(&mut self, e: &EpochEnd) {
+        assert_eq!(e.images, 64.0);
+        self.epochs.push((e.record.epoch, e.is_best));
+    }
+}
+
+#[test]
+fn a_stop_request_saves_and_the_run_resumes_exactly_with_callbacks_told_everything() {
+    let straight = straight_run();
+    let dir = tempfile::tempdir().unwrap();
+    let mut listener = StopInEpochTwo::default();
+    let mut t = trainer(dir.path(), 0, None).with_stop_signal(listener.signal.clone());
+    let outcome = t.fit(&mut listener).unwrap();
+    assert!(
+        matches!(
+            outcome,
+            FitOutcome::Stopped {
+                reason: StopReason::Interrupted,
+                position: flambeau_vision::data::LoaderState {
+                    epoch: 1,
+                    batch: 1,
+                    ..
+                },
+                steps: 5,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(listener.batches, [(1, 4), (2, 4), (3, 4), (4, 4), (1, 4)]);
+    assert_eq!(listener.epochs, [(1, true)]);
+    assert_eq!(listener.evals, 1);
+    // The mid-epoch checkpoint carries the epoch's running sums and the history.
+    let ckpt = Checkpoint::load(dir.path().join("last.pth"), &LoadConfig::default()).unwrap();
+    assert!(ckpt.extra.get("epoch_progress").is_some());
+    assert_eq!(ckpt.extra.get("arch").and_then(Value::as_str), Some("tiny"));
+    assert_eq!(ckpt.global_step, 5);
+
+    resumed(dir.path()).fit(&mut ()).unwrap();
+    assert_same_run(straight.path(), dir.path());
+}
+
+#[test]
+fn resuming_with_other_data_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    trainer(dir.path(), 0, Some(3)).fit(&mut ()).unwrap();
+    let (_, mut ckpt) = Resume::Path(dir.path().join("last.pth"))
+        .open(
+            &CheckpointManager::new(dir.path(), 2).unwrap(),
+            &Device::Cpu,
+        )
+        .unwrap()
+        .unwrap();
+    // Pretend the run stopped at a batch this data does not have.
+    let mut state = ckpt.data_state.take().unwrap();
+    if let Value::Dict(d) = &mut state {
+        d.insert("batch", 9i64);
+    }
+    ckpt.data_state = Some(state);
+    let err = trainer(dir.path(), 0, None).resume(&ckpt).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("stopped at batch 9 of an epoch, but this data has 4 batches per epoch"),
+        "{err}"
+    );
+}
