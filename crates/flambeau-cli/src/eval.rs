@@ -25,7 +25,7 @@ pub struct Args {
     #[arg(long, default_value = "synthetic")]
     pub data: DataSpec,
     /// Synthetic validation images [default: the training run's --val-size, else 1024].
-    #[arg(long)]
+    #[arg(long, value_parser = crate::positive, allow_negative_numbers = true)]
     pub val_size: Option<usize>,
     /// Seed of the synthetic images [default: the checkpoint's data seed, else 0].
     #[arg(long)]
@@ -34,7 +34,7 @@ pub struct Args {
     #[arg(long, default_value_t = 224)]
     pub image_size: u32,
     /// Images per batch.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = crate::positive, allow_negative_numbers = true)]
     pub batch_size: usize,
     /// `cpu` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
@@ -43,7 +43,7 @@ pub struct Args {
 
 /// `flambeau eval`.
 pub fn run(args: &Args) -> Result<()> {
-    let device = model::parse_device(&args.device)?;
+    let device = model::parse_device(&args.device, "evaluating")?;
     let opened = ResNetCheckpoint::open(&args.checkpoint, &device)?;
     let ckpt = &opened.checkpoint;
     let arch = resolve_arch(args.arch.as_deref(), &opened)?;

@@ -56,3 +56,13 @@ fn main() -> Result<()> {
         Command::Eval(args) => flambeau_kernels::runtime::on_worker(|| eval::run(&args)),
     }
 }
+
+/// A clap value parser for counts that must be at least 1 (batch sizes, dataset sizes): a
+/// negative or zero value gets a message saying so, not "unexpected argument".
+fn positive(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<i128>() {
+        Ok(n) if n >= 1 => usize::try_from(n).map_err(|_| format!("{s} is too large")),
+        Ok(_) => Err(format!("must be a positive whole number, got {s}")),
+        Err(_) => Err(format!("expected a positive whole number, got `{s}`")),
+    }
+}

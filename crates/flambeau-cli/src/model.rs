@@ -8,8 +8,8 @@ use flambeau_vision::models::{ResNet, ResNetConfig};
 /// The architectures `--arch` accepts.
 pub const ARCHS: [&str; 5] = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"];
 
-/// `--device cpu|cuda:N|cuda:N,M`.
-pub fn parse_device(spec: &str) -> Result<Device> {
+/// `--device cpu|cuda:N|cuda:N,M`; `doing` says what for (`training`, `evaluating`).
+pub fn parse_device(spec: &str, doing: &str) -> Result<Device> {
     if spec == "cpu" {
         return Ok(Device::Cpu);
     }
@@ -23,7 +23,7 @@ pub fn parse_device(spec: &str) -> Result<Device> {
         .with_context(|| format!("--device `{spec}`: GPU indices must be numbers"))?;
     if ids.len() > 1 {
         bail!(
-            "--device {spec}: data-parallel training over several GPUs is not available in this build yet; train on one GPU (--device cuda:{}) or on the CPU",
+            "--device {spec}: {doing} on several GPUs at once is not available in this build yet; use one GPU (--device cuda:{}) or the CPU",
             ids[0]
         );
     }

@@ -315,7 +315,7 @@ fn bad_requests_get_clear_errors() {
     let cases: [(&[&str], &str); 5] = [
         (
             &["train", "--device", "cuda:0,1", "--out", d],
-            "data-parallel training over several GPUs is not available",
+            "training on several GPUs at once is not available",
         ),
         (
             &["train", "--data", "cifar10:/nonexistent", "--out", d],

@@ -59,6 +59,29 @@ pub enum Error {
         #[source]
         source: image::ImageError,
     },
+    /// A new run was about to write into the directory of another run.
+    #[error(
+        "{dir} already holds a run ({found}): continue it (`--resume auto`, Trainer::resume), start over in it on purpose (`--force`, TrainerConfig::overwrite), or choose another directory",
+        dir = dir.display(),
+        found = found.display()
+    )]
+    ExistingRun {
+        /// The run directory.
+        dir: PathBuf,
+        /// A file of the existing run.
+        found: PathBuf,
+    },
+    /// The model's weights or buffers stopped being finite: nothing was saved.
+    #[error(
+        "training diverged by step {step}: {source}; no checkpoint was written, the last one saved is intact (lower the learning rate, or check the data)"
+    )]
+    NotFinite {
+        /// Optimizer steps taken when the check failed.
+        step: i64,
+        /// Which tensor, and how many of its values.
+        #[source]
+        source: flambeau_core::Error,
+    },
     /// The Ctrl-C handler could not be installed.
     #[error("cannot install the Ctrl-C handler: {0}")]
     Signal(#[from] ctrlc::Error),

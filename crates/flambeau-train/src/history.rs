@@ -27,6 +27,23 @@ pub struct EpochRecord {
     pub seconds: f64,
 }
 
+/// Whether a validation accuracy beats the best so far: strictly, so that of equally good
+/// epochs the first stays the best (the one `best.pth` holds).
+pub fn improves(accuracy: f64, best: Option<f64>) -> bool {
+    best.is_none_or(|b| accuracy > b)
+}
+
+/// The best epoch of a history by the rule of [`improves`].
+pub fn best(history: &[EpochRecord]) -> Option<&EpochRecord> {
+    history.iter().fold(None, |best, e| {
+        if improves(e.val_acc, best.map(|b: &EpochRecord| b.val_acc)) {
+            Some(e)
+        } else {
+            best
+        }
+    })
+}
+
 const FIELDS: [&str; 7] = [
     "epoch",
     "train_loss",
@@ -148,5 +165,36 @@ impl EpochProgress {
             seen: f("seen"),
             seconds: f("seconds"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(epoch: u64, val_acc: f64) -> EpochRecord {
+        EpochRecord {
+            epoch,
+            train_loss: 1.0,
+            train_acc: 0.5,
+            val_loss: 1.0,
+            val_acc,
+            lr: 0.1,
+            seconds: 1.0,
+        }
+    }
+
+    #[test]
+    fn of_tied_epochs_the_first_is_the_best() {
+        let h = [
+            record(1, 0.5),
+            record(2, 0.9),
+            record(3, 0.9),
+            record(4, 0.7),
+        ];
+        assert_eq!(best(&h).map(|e| e.epoch), Some(2));
+        assert!(best(&[]).is_none());
+        assert!(!improves(0.9, Some(0.9)));
+        assert!(improves(0.1, None));
     }
 }

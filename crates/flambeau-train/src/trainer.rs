@@ -30,6 +30,9 @@ pub struct TrainerConfig {
     pub loss: CrossEntropyOptions,
     /// Write `metrics.csv` and `metrics.png` into the run directory after every epoch.
     pub write_metrics: bool,
+    /// Let a new (not resumed) run write into a directory that already holds a run, replacing
+    /// its checkpoints and metrics. Off by default: [`Trainer::fit`] refuses instead.
+    pub overwrite: bool,
 }
 
 impl Default for TrainerConfig {
@@ -40,6 +43,7 @@ impl Default for TrainerConfig {
             max_steps: None,
             loss: CrossEntropyOptions::default(),
             write_metrics: true,
+            overwrite: false,
         }
     }
 }
@@ -98,6 +102,8 @@ pub struct Trainer<M> {
     manager: CheckpointManager,
     config: TrainerConfig,
     stop: StopSignal,
+    /// Whether [`Trainer::resume`] continued a saved run.
+    resumed: bool,
 }
 
 /// The parts of a run a checkpoint is made of, besides the data position.
@@ -135,6 +141,7 @@ impl<M: ModuleT> Trainer<M> {
             manager,
             config,
             stop: StopSignal::new(),
+            resumed: false,
         }
     }
 
@@ -163,6 +170,7 @@ impl<M: ModuleT> Trainer<M> {
     /// states loaded, as in PyTorch), data position, counters and metrics history. Checkpoints
     /// without a data position (e.g. PyTorch's) continue at the start of `epoch + 1`.
     pub fn resume(&mut self, ckpt: &Checkpoint) -> Result<Resumed> {
+        self.resumed = true;
         self.s
             .vs
             .load_state_dict(&ckpt.model.strip_wrappers(), &Default::default())
@@ -211,6 +219,18 @@ impl<M: ModuleT> Trainer<M> {
     /// (`last.pth`, `epoch-NNNN.pth`, `best.pth` when best), and its metrics written; a stop
     /// request or `max_steps` saves `last.pth` and returns [`FitOutcome::Stopped`].
     pub fn fit(&mut self, callback: &mut dyn Callback) -> Result<FitOutcome> {
+        if !self.resumed && !self.config.overwrite {
+            let dir = self.manager.dir();
+            if let Some(found) = self.manager.run_files().into_iter().next().or_else(|| {
+                let csv = dir.join(METRICS_CSV);
+                csv.is_file().then_some(csv)
+            }) {
+                return Err(Error::ExistingRun {
+                    dir: dir.to_path_buf(),
+                    found,
+                });
+            }
+        }
         let epochs = self.config.epochs;
         if self.train.state().epoch >= epochs {
             return Ok(FitOutcome::NothingToDo {
@@ -355,13 +375,15 @@ impl<M: ModuleT> Trainer<M> {
                     batch: batch_index,
                     ..start
                 };
-                self.manager.save_last(&self.s.checkpoint(position))?;
+                self.manager
+                    .save_last(&self.s.checked_checkpoint(position)?)?;
             }
         }
         callback.on_train_end();
         if stop.is_some() {
             let position = self.train.state();
-            self.manager.save_last(&self.s.checkpoint(position))?;
+            self.manager
+                .save_last(&self.s.checked_checkpoint(position)?)?;
         }
         Ok(stop)
     }
@@ -385,7 +407,7 @@ impl<M: ModuleT> Trainer<M> {
             lr: self.s.optimizer.lr(0),
             seconds: p.seconds,
         };
-        let is_best = self.s.state.best_metric.is_none_or(|b| v.accuracy > b);
+        let is_best = history::improves(v.accuracy, self.s.state.best_metric);
         if is_best {
             self.s.state.best_metric = Some(v.accuracy);
         }
@@ -393,10 +415,10 @@ impl<M: ModuleT> Trainer<M> {
         self.s.state.progress = EpochProgress::default();
         let position = self.train.state();
         self.manager
-            .save_epoch(&self.s.checkpoint(position), is_best)?;
+            .save_epoch(&self.s.checked_checkpoint(position)?, is_best)?;
         if self.config.write_metrics {
             let dir = self.manager.dir();
-            history::write_csv(&dir.join("metrics.csv"), &self.s.state.history)?;
+            history::write_csv(&dir.join(METRICS_CSV), &self.s.state.history)?;
             plot::write_png(&dir.join("metrics.png"), &self.s.state.history)?;
         }
         callback.on_epoch_end(&EpochEnd {
@@ -408,7 +430,20 @@ impl<M: ModuleT> Trainer<M> {
     }
 }
 
+/// The metrics history of a run directory.
+const METRICS_CSV: &str = "metrics.csv";
+
 impl Session {
+    /// [`Session::checkpoint`], refused when a weight or buffer is NaN or infinite: a diverged
+    /// run stops, naming the step, and the last good checkpoint stays as it was.
+    fn checked_checkpoint(&self, position: LoaderState) -> Result<Checkpoint> {
+        self.vs.check_finite().map_err(|source| Error::NotFinite {
+            step: self.state.global_step,
+            source,
+        })?;
+        Ok(self.checkpoint(position))
+    }
+
     /// The checkpoint of the run with the data loader at `position`.
     fn checkpoint(&self, position: LoaderState) -> Checkpoint {
         let mut ckpt = Checkpoint::new(self.vs.state_dict());

@@ -34,6 +34,17 @@ impl ModuleT for Tiny {
 
 /// A trainer over `dir`, at the start of a run; `weights_seed` only matters for new runs.
 fn trainer(dir: &Path, weights_seed: u64, max_steps: Option<u64>) -> Trainer<Tiny> {
+    trainer_with(dir, weights_seed, max_steps, 0.01, false)
+}
+
+/// [`trainer`] with a learning rate and [`TrainerConfig::overwrite`].
+fn trainer_with(
+    dir: &Path,
+    weights_seed: u64,
+    max_steps: Option<u64>,
+    lr: f64,
+    overwrite: bool,
+) -> Trainer<Tiny> {
     let device = Device::Cpu;
     let vs = VarStore::with_seed(&device, DType::F32, weights_seed);
     let model = Tiny {
@@ -43,7 +54,7 @@ fn trainer(dir: &Path, weights_seed: u64, max_steps: Option<u64>) -> Trainer<Tin
         Sgd::new(
             vec![ParamGroup::new(vs.parameters())],
             SgdConfig {
-                lr: 0.01,
+                lr,
                 momentum: 0.9,
                 ..Default::default()
             },
@@ -77,6 +88,7 @@ fn trainer(dir: &Path, weights_seed: u64, max_steps: Option<u64>) -> Trainer<Tin
     let config = TrainerConfig {
         epochs: EPOCHS,
         max_steps,
+        overwrite,
         ..Default::default()
     };
     Trainer::new(model, vs, opt, train, val, manager, config)
@@ -242,4 +254,55 @@ fn resuming_with_other_data_is_a_clear_error() {
             .contains("stopped at batch 9 of an epoch, but this data has 4 batches per epoch"),
         "{err}"
     );
+}
+
+#[test]
+fn a_new_run_never_overwrites_an_existing_one() {
+    let dir = straight_run();
+    let last = std::fs::read(dir.path().join("last.pth")).unwrap();
+    let csv = std::fs::read(dir.path().join("metrics.csv")).unwrap();
+    let err = trainer(dir.path(), 1, None).fit(&mut ()).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("already holds a run"), "{msg}");
+    assert!(
+        msg.contains("--resume auto") && msg.contains("--force"),
+        "{msg}"
+    );
+    assert_eq!(std::fs::read(dir.path().join("last.pth")).unwrap(), last);
+    assert_eq!(std::fs::read(dir.path().join("metrics.csv")).unwrap(), csv);
+    // Asked for, it starts over.
+    let outcome = trainer_with(dir.path(), 1, None, 0.01, true)
+        .fit(&mut ())
+        .unwrap();
+    assert_eq!(outcome, FitOutcome::Finished);
+    assert_ne!(std::fs::read(dir.path().join("last.pth")).unwrap(), last);
+}
+
+#[test]
+fn a_run_directory_appears_with_the_first_checkpoint() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("run");
+    let t = trainer(&dir, 0, Some(1));
+    assert!(
+        !dir.exists(),
+        "a run that never saved must leave no directory"
+    );
+    drop(t);
+    trainer(&dir, 0, Some(1)).fit(&mut ()).unwrap();
+    assert!(dir.join("last.pth").is_file());
+}
+
+#[test]
+fn a_diverging_run_stops_naming_the_step_and_keeps_the_last_good_checkpoint() {
+    // A finished run, then a new one over it (asked for) whose learning rate overflows the
+    // weights: it stops at the end of its first epoch without saving.
+    let dir = straight_run();
+    let good = std::fs::read(dir.path().join("last.pth")).unwrap();
+    let err = trainer_with(dir.path(), 0, None, 1e38, true)
+        .fit(&mut ())
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("training diverged by step 4"), "{msg}");
+    assert!(msg.contains("is not finite"), "{msg}");
+    assert_eq!(std::fs::read(dir.path().join("last.pth")).unwrap(), good);
 }

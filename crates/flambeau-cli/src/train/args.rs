@@ -45,7 +45,7 @@ pub struct Args {
     #[arg(long, default_value_t = 3)]
     pub epochs: u64,
     /// Images per batch.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = crate::positive, allow_negative_numbers = true)]
     pub batch_size: usize,
     /// Learning rate [default: 0.02 for sgd, 0.001 for adamw].
     #[arg(long)]
@@ -85,14 +85,18 @@ pub struct Args {
     /// match is loaded; a classifier of another size is skipped and reported.
     #[arg(long, conflicts_with = "resume")]
     pub init_from: Option<PathBuf>,
+    /// Start a new run in a directory that already holds one, replacing its checkpoints and
+    /// metrics (without it, such a directory is refused: continue it with --resume auto).
+    #[arg(long, conflicts_with = "resume")]
+    pub force: bool,
     /// Seed of the initial weights, the data order and the augmentation.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Synthetic training images (the default is about one minute of ResNet-18 on 2 CPU cores).
-    #[arg(long, default_value_t = 20480)]
+    #[arg(long, default_value_t = 20480, value_parser = crate::positive, allow_negative_numbers = true)]
     pub train_size: usize,
     /// Synthetic validation images.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, value_parser = crate::positive, allow_negative_numbers = true)]
     pub val_size: usize,
     /// Image side for folder data.
     #[arg(long, default_value_t = 224)]

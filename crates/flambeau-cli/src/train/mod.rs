@@ -57,7 +57,7 @@ pub fn run(args: &Args) -> Result<()> {
 
 /// The run the flags describe, resumed when `--resume` names a checkpoint.
 fn build(args: &Args) -> Result<Trainer<ResNet>> {
-    let device = model::parse_device(&args.device)?;
+    let device = model::parse_device(&args.device, "training")?;
     let manager = CheckpointManager::new(&args.out, args.keep)
         .with_context(|| format!("preparing the run directory {}", args.out.display()))?;
     let resumed = open_resume(args, &manager, &device)?;
@@ -134,6 +134,7 @@ fn build(args: &Args) -> Result<Trainer<ResNet>> {
             ..Default::default()
         },
         write_metrics: true,
+        overwrite: args.force,
     };
     let description = format!(
         "{arch} ({:.1} M parameters, {num_classes} classes) on {}",
@@ -220,6 +221,31 @@ fn resume(
         .get("args")
         .and_then(|a| a.get("epochs"))
         .and_then(|e| e.as_i64());
+    for (flag, now) in [
+        ("train_size", args.train_size as i64),
+        ("val_size", args.val_size as i64),
+        ("batch_size", args.batch_size as i64),
+        ("seed", args.seed as i64),
+    ] {
+        let saved = c
+            .checkpoint
+            .extra
+            .get("args")
+            .and_then(|a| a.get(flag))
+            .and_then(|v| v.as_i64());
+        if let Some(saved) = saved.filter(|s| *s != now) {
+            let flag = flag.replace('_', "-");
+            if flag == "seed" {
+                line.push_str(&format!(
+                    "\nnote: --seed {now} is ignored: a resumed run keeps its weights and its data order (seed {saved})"
+                ));
+                continue;
+            }
+            line.push_str(&format!(
+                "\nwarning: the run was started with --{flag} {saved}, this command says {now}: the data differs from the saved run's, so the continuation is not the run it would have been (pass --{flag} {saved} to continue it exactly)"
+            ));
+        }
+    }
     if let Some(saved) = saved_epochs.filter(|e| *e != args.epochs as i64 && has_schedule) {
         line.push_str(&format!(
             "\nnote: the learning-rate schedule was built for {saved} epochs and continues as saved; --epochs {} only changes where training stops",
@@ -230,10 +256,7 @@ fn resume(
 }
 
 fn print_summary(trainer: &Trainer<ResNet>, args: &Args) {
-    let best = trainer
-        .history()
-        .iter()
-        .max_by(|a, b| a.val_acc.total_cmp(&b.val_acc));
+    let best = flambeau_train::history::best(trainer.history());
     if let Some(best) = best {
         println!(
             "done: {} epochs; best val acc {:.2}% at epoch {}; checkpoints, metrics.csv and metrics.png in {}",

@@ -26,11 +26,20 @@ pub struct CheckpointManager {
 }
 
 impl CheckpointManager {
-    /// Manages `dir` (created if needed), keeping the last `keep_last` epoch files. Temporary
-    /// files left by a process killed mid-save are removed.
+    /// Manages `dir`, keeping the last `keep_last` epoch files. The directory is created by the
+    /// first save, so a run that fails before it leaves nothing behind. Temporary files left by
+    /// a process killed mid-save are removed.
     pub fn new(dir: impl Into<PathBuf>, keep_last: usize) -> Result<Self> {
         let dir = dir.into();
-        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        if dir.exists() && !dir.is_dir() {
+            return Err(Error::io(
+                &dir,
+                std::io::Error::other("exists and is not a directory"),
+            ));
+        }
+        if !dir.exists() {
+            return Ok(Self { dir, keep_last });
+        }
         for entry in fs::read_dir(&dir)
             .map_err(|e| Error::io(&dir, e))?
             .flatten()
@@ -71,14 +80,33 @@ impl CheckpointManager {
         p.is_file().then_some(p)
     }
 
+    /// The checkpoints of a run already in the directory (`last.pth`, `best.pth`, epoch
+    /// files): a new run must not write over them unless asked to.
+    pub fn run_files(&self) -> Vec<PathBuf> {
+        let mut found: Vec<PathBuf> = [self.last_path(), self.best_path()]
+            .into_iter()
+            .filter(|p| p.is_file())
+            .collect();
+        if self.dir.is_dir() {
+            found.extend(self.epoch_files().unwrap_or_default());
+        }
+        found
+    }
+
     /// Saves a checkpoint taken mid-epoch (periodic or interrupted) as `last.pth` only.
     pub fn save_last(&self, ckpt: &Checkpoint) -> Result<()> {
+        self.create_dir()?;
         ckpt.save(self.last_path())
+    }
+
+    fn create_dir(&self) -> Result<()> {
+        fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))
     }
 
     /// Saves the checkpoint of a finished epoch: `epoch-NNNN.pth`, then `last.pth` (and
     /// `best.pth` when `is_best`) as copies of it, then removes epoch files beyond the last K.
     pub fn save_epoch(&self, ckpt: &Checkpoint, is_best: bool) -> Result<()> {
+        self.create_dir()?;
         if self.keep_last == 0 {
             self.save_last(ckpt)?;
             if is_best {
@@ -97,6 +125,9 @@ impl CheckpointManager {
 
     /// The epoch files present, oldest first.
     pub fn epoch_files(&self) -> Result<Vec<PathBuf>> {
+        if !self.dir.exists() {
+            return Ok(Vec::new());
+        }
         let mut files: Vec<(u64, PathBuf)> = fs::read_dir(&self.dir)
             .map_err(|e| Error::io(&self.dir, e))?
             .flatten()
