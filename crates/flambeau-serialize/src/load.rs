@@ -87,14 +87,12 @@ impl ZipStorages<'_> {
             .find(&name)
             .ok_or_else(|| Error::MissingRecord(name.clone()))?;
         let t = match self.file {
-            Some(f) => {
+            Some(f) if entry.is_stored() => {
                 storage::tensor_from_file(f, entry.start as u64, entry.len, st, self.big_endian)?
             }
-            None => storage::tensor_from_bytes(
-                &self.data[entry.start..entry.start + entry.len],
-                st,
-                self.big_endian,
-            )?,
+            _ => {
+                storage::tensor_from_bytes(&self.zip.read(self.data, entry)?, st, self.big_endian)?
+            }
         };
         let t = t.to_device(&self.device)?;
         self.cache.insert((key.to_string(), st.dtype), t.clone());
@@ -158,10 +156,12 @@ fn load_zip(data: &[u8], file: Option<&std::fs::File>, config: &LoadConfig) -> R
     let pkl = zip
         .find(&format!("{prefix}data.pkl"))
         .ok_or_else(|| Error::NotACheckpoint(format!("a zip archive without {prefix}data.pkl")))?;
-    let big_endian = zip
-        .find(&format!("{prefix}byteorder"))
-        .is_some_and(|e| &data[e.start..e.start + e.len] == b"big");
-    let pickle = &data[pkl.start..pkl.start + pkl.len];
+    let big_endian = match zip.find(&format!("{prefix}byteorder")) {
+        Some(e) => &*zip.read(data, e)? == b"big",
+        None => false,
+    };
+    let pickle = zip.read(data, pkl)?;
+    let pickle = &pickle[..];
     let mut storages = ZipStorages {
         data,
         file,
@@ -222,7 +222,8 @@ fn prefetch(pickle: &[u8], file: &std::fs::File, storages: &mut ZipStorages<'_>)
         .filter_map(|(key, st)| {
             let e = storages
                 .zip
-                .find(&format!("{}data/{key}", storages.prefix))?;
+                .find(&format!("{}data/{key}", storages.prefix))
+                .filter(|e| e.is_stored())?;
             Some((key, st, e.start, e.len))
         })
         .collect();
