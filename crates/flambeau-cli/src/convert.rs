@@ -14,7 +14,8 @@ use flambeau_serialize::sanitize::sanitize;
 /// Options of `convert`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Input: .pth/.pt/.bin (zip or legacy) or .safetensors.
+    /// Input: .pth/.pt/.bin (zip or legacy), TorchScript, .safetensors, or a sharded
+    /// checkpoint (its index JSON, any shard, or their directory).
     input: PathBuf,
     /// Output: .safetensors writes the model's state dict; anything else a zip .pth.
     output: PathBuf,
@@ -36,6 +37,11 @@ pub struct Args {
     /// Cast floating-point tensors: float32, float16, bfloat16, float64.
     #[arg(long)]
     dtype: Option<String>,
+    /// Write the state dict as Hugging Face–style shards of at most this size (`500MB`,
+    /// `2GB`, `10GiB`) plus `OUTPUT.index.json`, named from OUTPUT
+    /// (`model.safetensors` → `model-00001-of-00003.safetensors`).
+    #[arg(long)]
+    max_shard_size: Option<String>,
 }
 
 fn parse_dtype(s: &str) -> Result<DType> {
@@ -66,14 +72,21 @@ impl Args {
         Ok(rules)
     }
 
-    fn fix(&self, mut sd: StateDict) -> Result<StateDict> {
-        for rule in self.rules()? {
-            sd = rule.apply(&sd, &[])?;
-        }
-        if let Some(d) = &self.dtype {
-            sd = sd.to_dtype(parse_dtype(d)?)?;
-        }
-        Ok(sd)
+    /// Applies the key rules and the cast; tensors candle cannot hold (int8, quantized, …)
+    /// follow their keys unchanged.
+    fn fix(&self, sd: StateDict) -> Result<StateDict> {
+        let rules = self.rules()?;
+        let dtype = self.dtype.as_deref().map(parse_dtype).transpose()?;
+        Ok(sd.map_keeping_raw(|sd| {
+            let mut sd = sd.clone();
+            for rule in &rules {
+                sd = rule.apply(&sd, &[])?;
+            }
+            if let Some(d) = dtype {
+                sd = sd.to_dtype(d)?;
+            }
+            Ok(sd)
+        })?)
     }
 }
 
@@ -106,6 +119,16 @@ pub fn run(args: &Args) -> Result<()> {
         })?;
     }
     let to_safetensors = args.output.extension().is_some_and(|e| e == "safetensors");
+    if let Some(size) = &args.max_shard_size {
+        let max = flambeau_serialize::sharded::parse_size(size)?;
+        let sd = args.fix(find_state_dict(&v)?.state_dict)?;
+        let files = flambeau_serialize::sharded::save(&sd, &args.output, max)?;
+        println!("wrote {} tensors to {} file(s):", sd.len(), files.len());
+        for f in files {
+            println!("  {}", f.display());
+        }
+        return Ok(());
+    }
     if to_safetensors {
         let sd = args.fix(find_state_dict(&v)?.state_dict)?;
         flambeau_serialize::safetensors::save(&sd, &args.output)?;

@@ -4,17 +4,14 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use candle_core::{DType, Tensor};
-use flambeau_core::Value;
+use candle_core::{CpuStorage, DType, Storage, Tensor};
+use flambeau_core::{RawTensor, Value};
 use flambeau_serialize::{find_state_dict, LoadConfig};
 
-/// Reads `.pth` (any torch.save format) or `.safetensors` as a value tree.
+/// Reads any file flambeau opens — `.pth` (any torch.save format), `.safetensors`, a sharded
+/// checkpoint (index JSON, a shard or their directory), a TorchScript archive — as a value tree.
 pub fn read(path: &Path) -> Result<Value> {
-    if path.extension().is_some_and(|e| e == "safetensors") {
-        let sd = flambeau_serialize::safetensors::load(path, &candle_core::Device::Cpu)?;
-        return Ok(sd.to_value());
-    }
-    flambeau_serialize::load(path, &LoadConfig::default())
+    flambeau_serialize::open(path, &LoadConfig::default())
         .with_context(|| format!("reading {}", path.display()))
 }
 
@@ -30,6 +27,7 @@ pub fn dtype_name(d: DType) -> &'static str {
         DType::I16 => "int16",
         DType::U8 => "uint8",
         DType::U32 => "uint32",
+        DType::F8E4M3 => "float8_e4m3fn",
         _ => "other",
     }
 }
@@ -49,15 +47,24 @@ fn human(bytes: usize) -> String {
     }
 }
 
+/// Bytes a tensor value takes (a raw tensor: its storage).
+fn nbytes(v: &Value) -> usize {
+    match v {
+        Value::Tensor(t) => t.elem_count() * t.dtype().size_in_bytes(),
+        Value::RawTensor(r) => r.nbytes(),
+        _ => 0,
+    }
+}
+
 fn storage_id(t: &Tensor) -> usize {
     let (s, _) = t.storage_and_layout();
     &*s as *const _ as usize
 }
 
-/// Every tensor with its dotted key path, in file order.
-pub fn tensors(v: &Value, path: &str, out: &mut Vec<(String, Tensor)>) {
+/// Every tensor (candle or raw) with its dotted key path, in file order.
+pub fn tensors(v: &Value, path: &str, out: &mut Vec<(String, Value)>) {
     match v {
-        Value::Tensor(t) => out.push((path.to_string(), t.clone())),
+        Value::Tensor(_) | Value::RawTensor(_) => out.push((path.to_string(), v.clone())),
         Value::Dict(d) => {
             for (k, x) in &d.entries {
                 let k = k.as_str().map(str::to_string).unwrap_or_else(|| scalar(k));
@@ -88,15 +95,12 @@ pub fn tensors(v: &Value, path: &str, out: &mut Vec<(String, Tensor)>) {
 
 /// What kind of file this looks like, in one line.
 pub fn summary(v: &Value) -> String {
-    let all: Vec<(String, Tensor)> = {
+    let all: Vec<(String, Value)> = {
         let mut t = Vec::new();
         tensors(v, "", &mut t);
         t
     };
-    let bytes: usize = all
-        .iter()
-        .map(|(_, t)| t.elem_count() * t.dtype().size_in_bytes())
-        .sum();
+    let bytes: usize = all.iter().map(|(_, t)| nbytes(t)).sum();
     let kind = match find_state_dict(v) {
         Ok(found) if found.location.is_empty() && found.state_dict.wrapper_prefixes().first() == Some(&"module.") => {
             "a DataParallel/DistributedDataParallel state_dict (every key starts with `module.`; load with KeyRule::strip_prefix(\"module.\"))".to_string()
@@ -159,6 +163,33 @@ impl Printer {
         Ok(line)
     }
 
+    fn raw_line(&mut self, t: &RawTensor) -> Result<String> {
+        let mut line = format!("{} {:?} {}", t.dtype, t.size, human(t.nbytes()));
+        if t.layout() != "strided" {
+            line.push_str(&format!(" ({})", t.layout()));
+        }
+        match &t.data {
+            flambeau_core::RawData::Quantized {
+                quantizer: flambeau_core::Quantizer::PerTensor { scale, zero_point },
+                ..
+            } => line.push_str(&format!(" scale {scale} zero_point {zero_point}")),
+            flambeau_core::RawData::Quantized {
+                quantizer: flambeau_core::Quantizer::PerChannel { scheme, axis, .. },
+                ..
+            } => line.push_str(&format!(" {scheme} axis {axis}")),
+            _ => {}
+        }
+        if self.stats {
+            if let Some(s) = raw_stats(t)? {
+                line.push_str(&format!(
+                    " min {:.6} max {:.6} mean {:.6} sum {:.6}",
+                    s[0], s[1], s[2], s[3]
+                ));
+            }
+        }
+        Ok(line)
+    }
+
     fn node(&mut self, v: &Value, path: &str, indent: &str, out: &mut String) -> Result<()> {
         let children: Vec<(String, &Value)> = match v {
             Value::Dict(d) => d
@@ -207,10 +238,17 @@ impl Printer {
             };
             let desc = match x {
                 Value::Tensor(t) => self.tensor_line(&child_path, t)?,
+                Value::RawTensor(t) => self.raw_line(t)?,
                 Value::Dict(d) => format!("{} ({} entries)", x.type_name(), d.len()),
                 Value::List(l) | Value::Tuple(l) | Value::Set(l)
                     if l.iter().all(|e| {
-                        !matches!(e, Value::Tensor(_) | Value::Dict(_) | Value::Object(_))
+                        !matches!(
+                            e,
+                            Value::Tensor(_)
+                                | Value::RawTensor(_)
+                                | Value::Dict(_)
+                                | Value::Object(_)
+                        )
                     }) && l.len() <= 8 =>
                 {
                     format!(
@@ -231,7 +269,7 @@ impl Printer {
             };
             out.push_str(&format!("{indent}{branch}{name}: {desc}\n"));
             let expandable = matches!(x, Value::Dict(_) | Value::Object(_))
-                || matches!(x, Value::List(l) | Value::Tuple(l) | Value::Set(l) if l.iter().any(|e| matches!(e, Value::Tensor(_) | Value::Dict(_) | Value::Object(_))));
+                || matches!(x, Value::List(l) | Value::Tuple(l) | Value::Set(l) if l.iter().any(|e| matches!(e, Value::Tensor(_) | Value::RawTensor(_) | Value::Dict(_) | Value::Object(_))));
             if expandable {
                 let next = format!("{indent}{}", if last { "   " } else { "│  " });
                 self.node(x, &child_path, &next, out)?;
@@ -241,32 +279,70 @@ impl Printer {
     }
 }
 
+/// The values of a tensor as f64, row-major. float8_e4m3fn is decoded element by element:
+/// candle's own conversion of it is pathologically slow (a 6-element tensor took minutes).
+fn f64_values(t: &Tensor) -> Result<Vec<f64>> {
+    if t.dtype() == DType::F8E4M3 {
+        let t = t.to_device(&candle_core::Device::Cpu)?.contiguous()?;
+        let (storage, layout) = t.storage_and_layout();
+        let Storage::Cpu(CpuStorage::F8E4M3(v)) = &*storage else {
+            anyhow::bail!("float8 tensor without float8 storage");
+        };
+        let start = layout.start_offset();
+        return Ok(v[start..start + t.elem_count()]
+            .iter()
+            .map(|x| x.to_f64())
+            .collect());
+    }
+    Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?)
+}
+
+/// `[min, max, mean, sum]` of values.
+fn summarize(v: &[f64]) -> [f64; 4] {
+    if v.is_empty() {
+        return [f64::NAN; 4];
+    }
+    let sum: f64 = v.iter().sum();
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    [min, max, sum / v.len() as f64, sum]
+}
+
 /// `[min, max, mean, sum]` in f64.
 fn stats(t: &Tensor) -> Result<[f64; 4]> {
-    let t = t.to_dtype(DType::F64)?.flatten_all()?;
-    if t.elem_count() == 0 {
-        return Ok([f64::NAN; 4]);
+    Ok(summarize(&f64_values(t)?))
+}
+
+/// Statistics of a raw tensor, when it has one real number per element (not complex, sparse
+/// or per-channel quantized).
+fn raw_stats(t: &RawTensor) -> Result<Option<[f64; 4]>> {
+    match t.to_f64_vec() {
+        Some(v) => Ok(Some(summarize(&v?))),
+        None => Ok(None),
     }
-    let sum = t.sum_all()?.to_scalar::<f64>()?;
-    Ok([
-        t.min(0)?.to_scalar::<f64>()?,
-        t.max(0)?.to_scalar::<f64>()?,
-        sum / t.elem_count() as f64,
-        sum,
-    ])
 }
 
 /// The `inspect` command.
 pub fn run(path: &Path, json: bool, with_stats: bool) -> Result<()> {
-    let v = read(path)?;
+    let opened = flambeau_serialize::open_file(path, &LoadConfig::default())
+        .with_context(|| format!("reading {}", path.display()))?;
+    let v = opened.value;
     if json {
         let mut all = Vec::new();
         tensors(&v, "", &mut all);
         for (key, t) in all {
-            let mut o =
-                serde_json::json!({"key": key, "dtype": dtype_name(t.dtype()), "shape": t.dims()});
-            if with_stats {
-                let s = stats(&t)?;
+            let (mut o, s) = match &t {
+                Value::Tensor(t) => (
+                    serde_json::json!({"key": key, "dtype": dtype_name(t.dtype()), "shape": t.dims()}),
+                    if with_stats { Some(stats(t)?) } else { None },
+                ),
+                Value::RawTensor(r) => (
+                    serde_json::json!({"key": key, "dtype": r.dtype, "shape": r.size, "layout": r.layout()}),
+                    if with_stats { raw_stats(r)? } else { None },
+                ),
+                _ => continue,
+            };
+            if let Some(s) = s {
                 o["min"] = s[0].into();
                 o["max"] = s[1].into();
                 o["mean"] = s[2].into();
@@ -277,6 +353,7 @@ pub fn run(path: &Path, json: bool, with_stats: bool) -> Result<()> {
         return Ok(());
     }
     println!("{}: {}", path.display(), summary(&v));
+    println!("format: {}", opened.format);
     let mut out = format!("{}\n", v.type_name());
     let mut p = Printer {
         stats: with_stats,
@@ -284,6 +361,8 @@ pub fn run(path: &Path, json: bool, with_stats: bool) -> Result<()> {
     };
     if let Value::Tensor(t) = &v {
         out = format!("{}\n", p.tensor_line("", t)?);
+    } else if let Value::RawTensor(t) = &v {
+        out = format!("{}\n", p.raw_line(t)?);
     } else {
         p.node(&v, "", "", &mut out)?;
     }

@@ -163,3 +163,123 @@ fn convert_makes_a_refused_checkpoint_loadable_by_torch_defaults() {
         "0.9375 resnet18 ['bn.bias', 'bn.num_batches_tracked']"
     );
 }
+
+fn formats(name: &str) -> String {
+    fixture("flambeau-serialize", &format!("formats/{name}"))
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn inspect_shows_each_exotic_tensor_with_its_real_dtype_and_stats_do_not_hang() {
+    let (ok, out) = flambeau(&["inspect", &formats("every_dtype.pth")]);
+    assert!(ok, "{out}");
+    for line in [
+        "i8: int8 [4]",
+        "bool: bool [3]",
+        "u64: uint64 [3]",
+        "c128: complex128 [2, 2]",
+        "f8e5m2: float8_e5m2 [4]",
+        "f8e4m3: float8_e4m3fn [6]",
+        "q_u8: quint8 [4] 4 B (quantized) scale 0.1 zero_point 3",
+        "q_channel: qint8 [2, 2] 4 B (quantized) per_channel_affine axis 0",
+        "coo: float32 [2, 3]",
+        "(sparse_coo)",
+        "csr: float32 [2, 3]",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in\n{out}");
+    }
+    assert!(!out.contains("weights_only refuses"), "{out}");
+    let started = std::time::Instant::now();
+    let (ok, out) = flambeau(&["inspect", "--json", "--stats", &formats("every_dtype.pth")]);
+    assert!(ok, "{out}");
+    assert!(
+        started.elapsed().as_secs() < 20,
+        "inspect --stats took {:?}",
+        started.elapsed()
+    );
+    let f8: serde_json::Value = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|o| o["key"] == "f8e4m3")
+        .unwrap();
+    assert_eq!(f8["dtype"], "float8_e4m3fn");
+    assert_eq!(
+        (f8["min"].as_f64(), f8["max"].as_f64()),
+        (Some(-2.0), Some(448.0))
+    );
+}
+
+#[test]
+fn inspect_says_what_a_torchscript_archive_and_a_sharded_checkpoint_are() {
+    let (ok, out) = flambeau(&["inspect", &formats("scripted.pt")]);
+    assert!(ok, "{out}");
+    assert!(out.contains("format: TorchScript archive"), "{out}");
+    assert!(out.contains("inner.lin.weight: float32 [2, 3]"), "{out}");
+    let (ok, out) = flambeau(&["inspect", &formats("sharded_bin")]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("format: sharded checkpoint: 3 shards"),
+        "{out}"
+    );
+    assert!(out.contains("head.bias: float32 [3]"), "{out}");
+}
+
+#[test]
+fn convert_keeps_int8_and_friends_and_writes_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_pth = dir.path().join("back.pth");
+    let (ok, out) = flambeau(&[
+        "convert",
+        &formats("every_dtype.pth"),
+        out_pth.to_str().unwrap(),
+        "--add-prefix",
+        "m.",
+    ]);
+    assert!(ok, "{out}");
+    let (ok, out) = flambeau(&["inspect", out_pth.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("m.i8: int8 [4]") && out.contains("m.q_i32: qint32 [2]"),
+        "{out}"
+    );
+    let out_st = dir.path().join("ints.safetensors");
+    let (ok, out) = flambeau(&[
+        "convert",
+        &formats("small_ints.safetensors"),
+        out_st.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    let (ok, out) = flambeau(&["inspect", out_st.to_str().unwrap()]);
+    assert!(
+        ok && out.contains("i8: int8 [4]") && out.contains("u16: uint16 [3]"),
+        "{out}"
+    );
+    let sharded = dir.path().join("model.safetensors");
+    let (ok, out) = flambeau(&[
+        "convert",
+        &formats("sharded_expected.pth"),
+        sharded.to_str().unwrap(),
+        "--max-shard-size",
+        "600B",
+    ]);
+    assert!(ok, "{out}");
+    assert!(
+        dir.path()
+            .join("model-00003-of-00003.safetensors")
+            .is_file(),
+        "{out}"
+    );
+    assert!(
+        dir.path().join("model.safetensors.index.json").is_file(),
+        "{out}"
+    );
+    let (ok, out) = flambeau(&[
+        "convert",
+        &formats("sharded_expected.pth"),
+        "x.safetensors",
+        "--max-shard-size",
+        "big",
+    ]);
+    assert!(!ok && out.contains("500MB"), "{out}");
+}

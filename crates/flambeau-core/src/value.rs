@@ -7,6 +7,8 @@
 
 use candle_core::Tensor;
 
+use crate::raw_tensor::RawTensor;
+
 /// Which Python mapping type a [`Dict`] was (or should be written as).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DictKind {
@@ -135,6 +137,9 @@ pub enum Value {
     /// A tensor (from `_rebuild_tensor_v2`, `_rebuild_parameter`, …). Views keep sharing the
     /// storage they were read from.
     Tensor(Tensor),
+    /// A tensor candle cannot hold exactly (int8, bool, uint16/64, complex, float8_e5m2,
+    /// quantized, sparse), kept as typed raw data so that it is written back unchanged.
+    RawTensor(RawTensor),
     /// `torch.device('cuda:0')`
     Device(String),
     /// A `torch.dtype`, by its PyTorch name without the `torch.` prefix (`float32`).
@@ -187,6 +192,19 @@ impl Value {
         }
     }
 
+    /// The raw tensor, if this is one.
+    pub fn as_raw_tensor(&self) -> Option<&RawTensor> {
+        match self {
+            Value::RawTensor(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// True for a tensor of any kind (a candle tensor or a raw one).
+    pub fn is_tensor(&self) -> bool {
+        matches!(self, Value::Tensor(_) | Value::RawTensor(_))
+    }
+
     /// The dict, if this is one.
     pub fn as_dict(&self) -> Option<&Dict> {
         match self {
@@ -233,7 +251,7 @@ impl Value {
                 DictKind::Ordered => "OrderedDict",
                 DictKind::Counter => "Counter",
             },
-            Value::Tensor(_) => "Tensor",
+            Value::Tensor(_) | Value::RawTensor(_) => "Tensor",
             Value::Device(_) => "torch.device",
             Value::Dtype(_) => "torch.dtype",
             Value::Object(o) => &o.class,
@@ -304,6 +322,11 @@ impl From<String> for Value {
 impl From<Tensor> for Value {
     fn from(v: Tensor) -> Self {
         Value::Tensor(v)
+    }
+}
+impl From<RawTensor> for Value {
+    fn from(v: RawTensor) -> Self {
+        Value::RawTensor(v)
     }
 }
 impl From<Dict> for Value {

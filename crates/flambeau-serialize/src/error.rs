@@ -41,9 +41,17 @@ pub enum Error {
     /// Neither a zip archive nor a legacy PyTorch stream.
     #[error("not a PyTorch checkpoint: {0}")]
     NotACheckpoint(String),
-    /// A TorchScript archive (`torch.jit.save`), which holds code rather than a pickle of tensors.
-    #[error("this is a TorchScript archive (torch.jit.save); flambeau reads torch.save files. In PyTorch: `torch.save(torch.jit.load(path).state_dict(), 'weights.pth')`")]
-    TorchScript,
+    /// A TorchScript archive (`torch.jit.save`) whose state dict could not be recovered.
+    #[error("this is a TorchScript archive (torch.jit.save) and its state dict could not be recovered: {0}. In PyTorch: `torch.save(torch.jit.load(path).state_dict(), 'weights.pth')`")]
+    TorchScript(String),
+    /// A sharded checkpoint (index JSON + shards) that is incomplete or inconsistent.
+    #[error("sharded checkpoint {index}: {message}")]
+    Sharded {
+        /// The index file.
+        index: PathBuf,
+        /// What is wrong, and the fix.
+        message: String,
+    },
     /// The zip structure is broken or unsupported.
     #[error("corrupt or unsupported zip archive: {0}")]
     Zip(String),

@@ -29,7 +29,7 @@ fn is_tensor_dict(d: &Dict) -> bool {
     !d.is_empty()
         && d.entries
             .iter()
-            .all(|(k, v)| k.as_str().is_some() && v.as_tensor().is_some())
+            .all(|(k, v)| k.as_str().is_some() && v.is_tensor())
 }
 
 /// Looks for the state dict: a bare dict of tensors, one under a common key (`state_dict`,
@@ -124,15 +124,22 @@ fn collect(module: &Value, prefix: &str, sd: &mut StateDict) -> Option<()> {
         Some(Value::Set(s)) => s.iter().filter_map(Value::as_str).collect(),
         _ => Vec::new(),
     };
-    for (k, v) in &params.entries {
-        if let (Some(k), Some(t)) = (k.as_str(), v.as_tensor()) {
+    let mut put = |k: &str, v: &Value| match v {
+        Value::Tensor(t) => {
             sd.insert(format!("{prefix}{k}"), t.clone());
+        }
+        Value::RawTensor(r) => sd.insert_raw(format!("{prefix}{k}"), r.clone()),
+        _ => {}
+    };
+    for (k, v) in &params.entries {
+        if let Some(k) = k.as_str() {
+            put(k, v);
         }
     }
     for (k, v) in buffers.map(|b| &b.entries[..]).unwrap_or(&[]) {
-        if let (Some(k), Some(t)) = (k.as_str(), v.as_tensor()) {
+        if let Some(k) = k.as_str() {
             if !non_persistent.contains(&k) {
-                sd.insert(format!("{prefix}{k}"), t.clone());
+                put(k, v);
             }
         }
     }

@@ -12,6 +12,11 @@
 //! - [`Checkpoint`] / [`CheckpointManager`]: `<model, optimizer, scheduler, epoch, …>` training
 //!   checkpoints in the PyTorch tutorial's layout (other layouts read too), kept crash-safely.
 //! - [`safetensors`] reads and writes `.safetensors`.
+//! - [`open`] reads any of these by what the file is: `torch.save` zip or legacy (records
+//!   re-zipped with deflate included), TorchScript archives (as their state dict),
+//!   `.safetensors`, and [`sharded`] checkpoints (index JSON, any shard, or their directory).
+//! - Tensors of dtypes or layouts candle lacks (int8, bool, uint16/64, complex, float8_e5m2,
+//!   quantized, sparse) read as [`RawTensor`]s and are written back byte for byte.
 
 mod archive;
 pub mod checkpoint;
@@ -19,16 +24,20 @@ mod error;
 mod files;
 mod find;
 mod load;
+mod open;
 mod pickle;
 pub mod safetensors;
 pub mod sanitize;
 mod save;
+pub mod sharded;
 mod storage;
+mod torchscript;
 
 pub use checkpoint::{Checkpoint, CheckpointManager, Layout};
 pub use error::{Error, Result};
 pub use find::{find_state_dict, state_dict_from_module, FoundStateDict};
-pub use load::{load, load_bytes, load_state_dict_file, LoadConfig};
+pub use load::{is_torchscript, load, load_bytes, load_state_dict_file, LoadConfig};
+pub use open::{open, open_file, open_state_dict, Format, Opened};
 pub use save::{save, save_state_dict, to_bytes, write_to};
 
-pub use flambeau_core::{Dict, DictKind, Object, StateDict, Value};
+pub use flambeau_core::{Dict, DictKind, Object, RawTensor, StateDict, Value};

@@ -3,13 +3,13 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use flambeau_core::{StateDict, Value};
 
 use crate::archive::{legacy, zip_reader::ZipArchive};
 use crate::pickle::globals::UNTYPED;
 use crate::pickle::{Resolver, Vm};
-use crate::{storage, Error, Result};
+use crate::{storage, torchscript, Error, Result};
 
 /// How to load (PyTorch's `map_location` and friends).
 #[derive(Debug, Clone)]
@@ -74,11 +74,21 @@ struct ZipStorages<'a> {
     prefix: String,
     big_endian: bool,
     device: Device,
-    cache: HashMap<(String, &'static str), Tensor>,
+    cache: HashMap<(String, &'static str), Value>,
+}
+
+/// A storage whose type flambeau does not know: the tensors over it stay inert objects, so one
+/// exotic tensor does not make the whole file unreadable.
+fn unknown_storage(class: &str, key: &str) -> Value {
+    Value::Object(flambeau_core::Object {
+        class: class.to_string(),
+        args: vec![Value::Str(key.to_string())],
+        state: None,
+    })
 }
 
 impl ZipStorages<'_> {
-    fn storage(&mut self, key: &str, st: &'static storage::StorageType) -> Result<Tensor> {
+    fn storage(&mut self, key: &str, st: &'static storage::StorageType) -> Result<Value> {
         if let Some(t) = self.cache.get(&(key.to_string(), st.dtype)) {
             return Ok(t.clone());
         }
@@ -88,16 +98,12 @@ impl ZipStorages<'_> {
             .find(&name)
             .ok_or_else(|| Error::MissingRecord(name.clone()))?;
         let t = match self.file {
-            Some(f) => {
+            Some(f) if entry.is_stored() => {
                 storage::tensor_from_file(f, entry.start as u64, entry.len, st, self.big_endian)?
             }
-            None => storage::tensor_from_bytes(
-                &self.data[entry.start..entry.start + entry.len],
-                st,
-                self.big_endian,
-            )?,
+            _ => storage::value_from_bytes(&self.zip.read(self.data, entry)?, st, self.big_endian)?,
         };
-        let t = t.to_device(&self.device)?;
+        let t = storage::to_device(t, &self.device)?;
         self.cache.insert((key.to_string(), st.dtype), t.clone());
         Ok(t)
     }
@@ -131,14 +137,17 @@ impl Resolver for ZipStorages<'_> {
             })));
         }
         let short = class.strip_prefix("torch.").unwrap_or(&class);
-        let st = storage::by_class(short).ok_or_else(|| Error::UnsupportedDtype(class.clone()))?;
-        Ok(Some(Value::Tensor(self.storage(&key, st)?)))
+        match storage::by_class(short) {
+            Some(st) => Ok(Some(self.storage(&key, st)?)),
+            None => Ok(Some(unknown_storage(&class, &key))),
+        }
     }
 
-    fn typed(&mut self, key: &str, dtype: &str) -> Result<Option<Tensor>> {
-        let st = storage::by_dtype(dtype)
-            .ok_or_else(|| Error::UnsupportedDtype(format!("torch.{dtype}")))?;
-        Ok(Some(self.storage(key, st)?))
+    fn typed(&mut self, key: &str, dtype: &str) -> Result<Option<Value>> {
+        match storage::by_dtype(dtype) {
+            Some(st) => Ok(Some(self.storage(key, st)?)),
+            None => Ok(Some(unknown_storage(&format!("torch.{dtype}"), key))),
+        }
     }
 }
 
@@ -153,21 +162,25 @@ fn load_zip(data: &[u8], file: Option<&std::fs::File>, config: &LoadConfig) -> R
         Some(i) => first.name[..=i].to_string(),
         None => String::new(),
     };
-    if zip.find(&format!("{prefix}constants.pkl")).is_some() {
-        return Err(Error::TorchScript);
-    }
-    let pkl = zip
-        .find(&format!("{prefix}data.pkl"))
-        .ok_or_else(|| Error::NotACheckpoint(format!("a zip archive without {prefix}data.pkl")))?;
-    let big_endian = zip
-        .find(&format!("{prefix}byteorder"))
-        .is_some_and(|e| &data[e.start..e.start + e.len] == b"big");
-    let pickle = &data[pkl.start..pkl.start + pkl.len];
+    let torchscript = torchscript::is_torchscript(&zip, &prefix);
+    let pkl = zip.find(&format!("{prefix}data.pkl")).ok_or_else(|| {
+        if torchscript {
+            Error::TorchScript(format!("the archive has no {prefix}data.pkl"))
+        } else {
+            Error::NotACheckpoint(format!("a zip archive without {prefix}data.pkl"))
+        }
+    })?;
+    let big_endian = match zip.find(&format!("{prefix}byteorder")) {
+        Some(e) => &*zip.read(data, e)? == b"big",
+        None => false,
+    };
+    let pickle = zip.read(data, pkl)?;
+    let pickle = &pickle[..];
     let mut storages = ZipStorages {
         data,
         file,
         zip: &zip,
-        prefix,
+        prefix: prefix.clone(),
         big_endian,
         device: config.device.clone(),
         cache: HashMap::new(),
@@ -176,7 +189,26 @@ fn load_zip(data: &[u8], file: Option<&std::fs::File>, config: &LoadConfig) -> R
         prefetch(pickle, file, &mut storages)?;
     }
     let mut vm = Vm::new(pickle, &mut storages);
-    vm.run()
+    let value = vm.run()?;
+    if torchscript {
+        // What `torch.jit.load(f).state_dict()` returns: the weights, not the code.
+        return Ok(torchscript::state_dict(&zip, data, &prefix, &value)?.to_value());
+    }
+    Ok(value)
+}
+
+/// True when `data` is a TorchScript archive (`torch.jit.save`), which [`load`] reads as the
+/// state dict `torch.jit.load(f).state_dict()` returns.
+pub fn is_torchscript(data: &[u8]) -> bool {
+    data.starts_with(b"PK\x03\x04")
+        && ZipArchive::new(data).is_ok_and(|zip| {
+            let prefix = zip
+                .entries()
+                .first()
+                .and_then(|e| e.name.find('/').map(|i| e.name[..=i].to_string()))
+                .unwrap_or_default();
+            torchscript::is_torchscript(&zip, &prefix)
+        })
 }
 
 /// Records the storages a pickle names, without reading them (a dry run of the VM).
@@ -195,13 +227,14 @@ impl Resolver for Scan {
         };
         if let Some(Value::Object(o)) = items.get(1) {
             if let Some(st) = storage::by_class(o.class.strip_prefix("torch.").unwrap_or(&o.class))
+                .filter(|st| st.candle.is_some())
             {
                 self.typed.push((key, st));
             }
         }
         Ok(None)
     }
-    fn typed(&mut self, _key: &str, _dtype: &str) -> Result<Option<Tensor>> {
+    fn typed(&mut self, _key: &str, _dtype: &str) -> Result<Option<Value>> {
         Ok(None)
     }
 }
@@ -223,12 +256,13 @@ fn prefetch(pickle: &[u8], file: &std::fs::File, storages: &mut ZipStorages<'_>)
         .filter_map(|(key, st)| {
             let e = storages
                 .zip
-                .find(&format!("{}data/{key}", storages.prefix))?;
+                .find(&format!("{}data/{key}", storages.prefix))
+                .filter(|e| e.is_stored())?;
             Some((key, st, e.start, e.len))
         })
         .collect();
     let big_endian = storages.big_endian;
-    let tensors: Vec<(String, &'static str, Tensor)> = jobs
+    let tensors: Vec<(String, &'static str, Value)> = jobs
         .into_par_iter()
         .map(|(key, st, start, len)| {
             let t = storage::tensor_from_file(file, start as u64, len, st, big_endian)?;
@@ -236,19 +270,15 @@ fn prefetch(pickle: &[u8], file: &std::fs::File, storages: &mut ZipStorages<'_>)
         })
         .collect::<Result<_>>()?;
     for (key, dtype, t) in tensors {
-        let t = t.to_device(&storages.device)?;
+        let t = storage::to_device(t, &storages.device)?;
         storages.cache.insert((key, dtype), t);
     }
     Ok(())
 }
 
-/// Loads a file and finds the model's state dict in it (see [`find_state_dict`](crate::find_state_dict)).
+/// Opens any file flambeau reads (see [`open`](crate::open)) and finds the model's state dict
+/// in it (see [`find_state_dict`](crate::find_state_dict)).
 pub fn load_state_dict_file(path: impl AsRef<Path>, config: &LoadConfig) -> Result<StateDict> {
-    let path = path.as_ref();
-    let is_safetensors = path.extension().is_some_and(|e| e == "safetensors");
-    if is_safetensors {
-        return crate::safetensors::load(path, &config.device);
-    }
-    let value = load(path, config)?;
+    let value = crate::open(path, config)?;
     Ok(crate::find_state_dict(&value)?.state_dict)
 }

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
-use flambeau_core::{StateDict, Value};
+use candle_core::{CpuStorage, Device, Storage, Tensor};
+use flambeau_core::{RawStorage, StateDict, Value};
 
 use crate::archive::zip_writer::ZipWriter;
 use crate::pickle::writer::{dump, StorageSink, TensorRef};
@@ -19,6 +19,8 @@ struct Storages {
     by_storage: HashMap<usize, String>,
     /// Record key → a tensor over the whole storage (to write it later, without a copy).
     tensors: Vec<(String, Tensor)>,
+    /// Raw storages (dtypes candle lacks): record key → the bytes, written as they were read.
+    raw: Vec<(String, RawStorage)>,
 }
 
 fn storage_id(t: &Tensor) -> usize {
@@ -27,21 +29,26 @@ fn storage_id(t: &Tensor) -> usize {
 }
 
 impl StorageSink for Storages {
+    fn register_raw(&mut self, storage: &RawStorage) -> String {
+        if let Some((k, _)) = self.raw.iter().find(|(_, s)| s.same(storage)) {
+            return k.clone();
+        }
+        let k = (self.tensors.len() + self.raw.len()).to_string();
+        self.raw.push((k.clone(), storage.clone()));
+        k
+    }
+
     fn register(&mut self, t: &Tensor) -> Result<TensorRef> {
         let mut t = t.clone();
         if !matches!(t.device(), Device::Cpu) {
             t = t.to_device(&Device::Cpu)?;
-        }
-        if t.dtype() == DType::U32 {
-            // PyTorch has no typed uint32 storage; i64 holds every u32 exactly.
-            t = t.to_dtype(DType::I64)?;
         }
         let st = storage::for_writing(t.dtype())?;
         let id = storage_id(&t);
         let key = match self.by_storage.get(&id) {
             Some(k) => k.clone(),
             None => {
-                let k = self.tensors.len().to_string();
+                let k = (self.tensors.len() + self.raw.len()).to_string();
                 self.by_storage.insert(id, k.clone());
                 self.tensors.push((k.clone(), t.clone()));
                 k
@@ -55,6 +62,8 @@ impl StorageSink for Storages {
         Ok(TensorRef {
             key,
             class: st.class,
+            dtype: st.dtype,
+            element_size: st.size,
             storage_numel,
             offset: layout.start_offset(),
             size: layout.dims().to_vec(),
@@ -121,6 +130,9 @@ fn write_archive<W: Write>(value: &Value, prefix: &str, out: W) -> Result<W> {
             unreachable!("moved to the CPU when registered")
         };
         zip.add(&format!("{prefix}/data/{key}"), bytes_of(c))?;
+    }
+    for (key, s) in &storages.raw {
+        zip.add(&format!("{prefix}/data/{key}"), &s.bytes)?;
     }
     zip.add(&format!("{prefix}/version"), b"3\n")?;
     zip.finish()

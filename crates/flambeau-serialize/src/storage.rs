@@ -1,196 +1,148 @@
-//! Storage types: PyTorch's storage classes and dtypes ↔ candle dtypes, raw bytes → tensors,
-//! and views (offset, size, stride) over a storage.
+//! Storage types: PyTorch's storage classes and dtypes ↔ candle dtypes, raw bytes → tensors
+//! (or raw tensors, for the dtypes candle lacks), and views (offset, size, stride) over a storage.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
 use candle_core::{DType, Device, Tensor, WithDType};
+use flambeau_core::{RawData, RawStorage, RawStrided, RawTensor, Value};
 
 use crate::{Error, Result};
-
-/// How the bytes of a PyTorch storage become a candle tensor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Widen {
-    /// Same representation.
-    None,
-    /// `int8` → `i16` (candle has no i8).
-    I8ToI16,
-    /// `bool` (1 byte) → `u8`.
-    BoolToU8,
-    /// `uint16` → `u32`.
-    U16ToU32,
-}
 
 /// One PyTorch element type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StorageType {
-    /// The legacy typed-storage class (`FloatStorage`).
-    pub class: &'static str,
+    /// The legacy typed-storage class (`FloatStorage`), for the dtypes that have one.
+    pub class: Option<&'static str>,
     /// The `torch.dtype` name (`float32`).
     pub dtype: &'static str,
     /// Bytes per element in the file.
     pub size: usize,
-    /// The candle dtype it is read into.
-    pub candle: DType,
-    /// The conversion on the way in.
-    pub widen: Widen,
+    /// The candle dtype that holds it exactly; `None` when only a [`RawTensor`] can.
+    pub candle: Option<DType>,
 }
 
+const fn t(
+    class: Option<&'static str>,
+    dtype: &'static str,
+    size: usize,
+    candle: Option<DType>,
+) -> StorageType {
+    StorageType {
+        class,
+        dtype,
+        size,
+        candle,
+    }
+}
+
+/// Every dtype `torch.load` reads by default.
 const TYPES: &[StorageType] = &[
-    StorageType {
-        class: "DoubleStorage",
-        dtype: "float64",
-        size: 8,
-        candle: DType::F64,
-        widen: Widen::None,
-    },
-    StorageType {
-        class: "FloatStorage",
-        dtype: "float32",
-        size: 4,
-        candle: DType::F32,
-        widen: Widen::None,
-    },
-    StorageType {
-        class: "HalfStorage",
-        dtype: "float16",
-        size: 2,
-        candle: DType::F16,
-        widen: Widen::None,
-    },
-    StorageType {
-        class: "BFloat16Storage",
-        dtype: "bfloat16",
-        size: 2,
-        candle: DType::BF16,
-        widen: Widen::None,
-    },
-    StorageType {
-        class: "LongStorage",
-        dtype: "int64",
-        size: 8,
-        candle: DType::I64,
-        widen: Widen::None,
-    },
-    StorageType {
-        class: "IntStorage",
-        dtype: "int32",
-        size: 4,
-        candle: DType::I32,
-        widen: Widen::None,
-    },
-    StorageType {
-        class: "ShortStorage",
-        dtype: "int16",
-        size: 2,
-        candle: DType::I16,
-        widen: Widen::None,
-    },
-    StorageType {
-        class: "CharStorage",
-        dtype: "int8",
-        size: 1,
-        candle: DType::I16,
-        widen: Widen::I8ToI16,
-    },
-    StorageType {
-        class: "ByteStorage",
-        dtype: "uint8",
-        size: 1,
-        candle: DType::U8,
-        widen: Widen::None,
-    },
-    StorageType {
-        class: "BoolStorage",
-        dtype: "bool",
-        size: 1,
-        candle: DType::U8,
-        widen: Widen::BoolToU8,
-    },
-    StorageType {
-        class: "UInt16Storage",
-        dtype: "uint16",
-        size: 2,
-        candle: DType::U32,
-        widen: Widen::U16ToU32,
-    },
-    StorageType {
-        class: "UInt32Storage",
-        dtype: "uint32",
-        size: 4,
-        candle: DType::U32,
-        widen: Widen::None,
-    },
-    StorageType {
-        class: "Float8_e4m3fnStorage",
-        dtype: "float8_e4m3fn",
-        size: 1,
-        candle: DType::F8E4M3,
-        widen: Widen::None,
-    },
+    t(Some("DoubleStorage"), "float64", 8, Some(DType::F64)),
+    t(Some("FloatStorage"), "float32", 4, Some(DType::F32)),
+    t(Some("HalfStorage"), "float16", 2, Some(DType::F16)),
+    t(Some("BFloat16Storage"), "bfloat16", 2, Some(DType::BF16)),
+    t(Some("LongStorage"), "int64", 8, Some(DType::I64)),
+    t(Some("IntStorage"), "int32", 4, Some(DType::I32)),
+    t(Some("ShortStorage"), "int16", 2, Some(DType::I16)),
+    t(Some("ByteStorage"), "uint8", 1, Some(DType::U8)),
+    t(None, "uint32", 4, Some(DType::U32)),
+    t(None, "float8_e4m3fn", 1, Some(DType::F8E4M3)),
+    t(Some("CharStorage"), "int8", 1, None),
+    t(Some("BoolStorage"), "bool", 1, None),
+    t(None, "uint16", 2, None),
+    t(None, "uint64", 8, None),
+    t(Some("ComplexHalfStorage"), "complex32", 4, None),
+    t(Some("ComplexFloatStorage"), "complex64", 8, None),
+    t(Some("ComplexDoubleStorage"), "complex128", 16, None),
+    t(None, "float8_e5m2", 1, None),
+    t(None, "float8_e4m3fnuz", 1, None),
+    t(None, "float8_e5m2fnuz", 1, None),
+    t(None, "float8_e8m0fnu", 1, None),
+    t(Some("QUInt8Storage"), "quint8", 1, None),
+    t(Some("QInt8Storage"), "qint8", 1, None),
+    t(Some("QInt32Storage"), "qint32", 4, None),
+    t(Some("QUInt4x2Storage"), "quint4x2", 1, None),
+    t(Some("QUInt2x4Storage"), "quint2x4", 1, None),
 ];
 
 /// The storage type of a legacy typed-storage class name (`FloatStorage`).
 pub fn by_class(class: &str) -> Option<&'static StorageType> {
-    TYPES.iter().find(|t| t.class == class)
+    TYPES.iter().find(|t| t.class == Some(class))
 }
 
-/// The storage type of a `torch.dtype` name (`float32`).
+/// The storage type of a `torch.dtype` name (`float32`; `float`, `long`, … aliases too).
 pub fn by_dtype(dtype: &str) -> Option<&'static StorageType> {
+    let dtype = match dtype {
+        "double" => "float64",
+        "float" => "float32",
+        "half" => "float16",
+        "long" => "int64",
+        "int" => "int32",
+        "short" => "int16",
+        other => other,
+    };
     TYPES.iter().find(|t| t.dtype == dtype)
 }
 
-/// What a candle dtype is written as: (storage type, whether values must be converted first).
+/// How a candle tensor of `dtype` is written: PyTorch's dtype of the same representation.
 pub fn for_writing(dtype: DType) -> Result<&'static StorageType> {
-    let class = match dtype {
-        DType::F64 => "DoubleStorage",
-        DType::F32 => "FloatStorage",
-        DType::F16 => "HalfStorage",
-        DType::BF16 => "BFloat16Storage",
-        DType::I64 | DType::U32 => "LongStorage",
-        DType::I32 => "IntStorage",
-        DType::I16 => "ShortStorage",
-        DType::U8 => "ByteStorage",
-        other => return Err(Error::Unwritable(format!("tensors of dtype {other:?}"))),
-    };
-    Ok(by_class(class).expect("listed above"))
+    TYPES
+        .iter()
+        .find(|t| t.candle == Some(dtype))
+        .ok_or_else(|| {
+            Error::Unwritable(format!(
+                "tensors of dtype {dtype:?} (PyTorch has no such dtype)"
+            ))
+        })
 }
 
-/// A 1-D CPU tensor from the raw little- (or big-) endian bytes of a storage.
-pub fn tensor_from_bytes(bytes: &[u8], st: &StorageType, big_endian: bool) -> Result<Tensor> {
-    let n = bytes.len() / st.size;
-    let swapped;
-    let bytes = if big_endian && st.size > 1 {
-        let mut b = bytes.to_vec();
-        for chunk in b.chunks_mut(st.size) {
+/// Reverses the bytes of each scalar of a big-endian storage (both halves of a complex).
+fn swap_to_little_endian(bytes: &mut [u8], st: &StorageType) {
+    let unit = if st.dtype.starts_with("complex") {
+        st.size / 2
+    } else {
+        st.size
+    };
+    if unit > 1 {
+        for chunk in bytes.chunks_mut(unit) {
             chunk.reverse();
         }
-        swapped = b;
-        &swapped[..]
-    } else {
-        bytes
-    };
-    let cpu = &Device::Cpu;
-    Ok(match st.widen {
-        Widen::None => Tensor::from_raw_buffer(bytes, st.candle, &[n], cpu)?,
-        Widen::I8ToI16 => Tensor::from_vec(
-            bytes.iter().map(|&b| b as i8 as i16).collect::<Vec<_>>(),
-            n,
-            cpu,
-        )?,
-        Widen::BoolToU8 => Tensor::from_vec(
-            bytes.iter().map(|&b| (b != 0) as u8).collect::<Vec<_>>(),
-            n,
-            cpu,
-        )?,
-        Widen::U16ToU32 => Tensor::from_vec(
-            bytes
-                .chunks_exact(2)
-                .map(|c| u16::from_le_bytes([c[0], c[1]]) as u32)
-                .collect::<Vec<_>>(),
-            n,
-            cpu,
-        )?,
+    }
+}
+
+/// A whole storage as a value: a 1-D candle tensor, or a 1-D [`RawTensor`] over its bytes
+/// when candle has no exact dtype for it.
+pub fn storage_value(mut bytes: Vec<u8>, st: &StorageType, big_endian: bool) -> Result<Value> {
+    if big_endian {
+        swap_to_little_endian(&mut bytes, st);
+    }
+    let n = bytes.len() / st.size;
+    bytes.truncate(n * st.size);
+    Ok(match st.candle {
+        Some(dtype) => Value::Tensor(Tensor::from_raw_buffer(&bytes, dtype, &[n], &Device::Cpu)?),
+        None => Value::RawTensor(RawTensor {
+            dtype: st.dtype.to_string(),
+            size: vec![n],
+            data: RawData::Strided(RawStrided {
+                storage: RawStorage::new(bytes),
+                offset: 0,
+                stride: vec![1],
+            }),
+        }),
+    })
+}
+
+/// A storage from bytes in memory (see [`storage_value`]).
+pub fn value_from_bytes(bytes: &[u8], st: &StorageType, big_endian: bool) -> Result<Value> {
+    storage_value(bytes.to_vec(), st, big_endian)
+}
+
+/// Moves a storage value to `device` (raw storages stay in memory).
+pub fn to_device(v: Value, device: &Device) -> Result<Value> {
+    Ok(match v {
+        Value::Tensor(t) => Value::Tensor(t.to_device(device)?),
+        other => other,
     })
 }
 
@@ -203,7 +155,7 @@ pub fn tensor_from_file(
     len: usize,
     st: &StorageType,
     big_endian: bool,
-) -> Result<Tensor> {
+) -> Result<Value> {
     fn read<T: WithDType>(file: &File, offset: u64, len: usize) -> Result<Tensor> {
         let n = len / std::mem::size_of::<T>();
         let bytes = n * std::mem::size_of::<T>();
@@ -218,13 +170,16 @@ pub fn tensor_from_file(
         unsafe { v.set_len(n) };
         Ok(Tensor::from_vec(v, n, &Device::Cpu)?)
     }
-    if st.widen != Widen::None || big_endian {
+    let read_bytes = || -> Result<Vec<u8>> {
         let mut bytes = vec![0u8; len];
         file.read_exact_at(&mut bytes, offset)
             .map_err(|e| Error::io("<storage record>", e))?;
-        return tensor_from_bytes(&bytes, st, big_endian);
-    }
-    match st.candle {
+        Ok(bytes)
+    };
+    let Some(candle) = st.candle.filter(|_| !big_endian) else {
+        return storage_value(read_bytes()?, st, big_endian);
+    };
+    let t = match candle {
         DType::F32 => read::<f32>(file, offset, len),
         DType::F64 => read::<f64>(file, offset, len),
         DType::F16 => read::<half::f16>(file, offset, len),
@@ -234,35 +189,30 @@ pub fn tensor_from_file(
         DType::I16 => read::<i16>(file, offset, len),
         DType::U32 => read::<u32>(file, offset, len),
         DType::U8 => read::<u8>(file, offset, len),
-        _ => {
-            let mut bytes = vec![0u8; len];
-            file.read_exact_at(&mut bytes, offset)
-                .map_err(|e| Error::io("<storage record>", e))?;
-            tensor_from_bytes(&bytes, st, big_endian)
-        }
-    }
+        _ => return storage_value(read_bytes()?, st, big_endian),
+    }?;
+    Ok(Value::Tensor(t))
 }
 
 /// The largest number of elements a view may have per element of its storage: stride-0
 /// (expanded) views are legal, but a hostile file must not make us allocate without bound.
 const MAX_EXPANSION: usize = 1024;
 
-/// `storage.as_strided(size, stride, offset)`: a view (sharing the storage) when contiguous,
-/// otherwise a copy with the right values.
-pub fn view(
-    base: &Tensor,
+/// Checks that `storage.as_strided(size, stride, offset)` stays inside a storage of
+/// `available` elements and does not expand absurdly; returns the view's element count.
+fn check_view(
+    available: usize,
     key: &str,
     offset: usize,
     size: &[usize],
     stride: &[usize],
-) -> Result<Tensor> {
+) -> Result<usize> {
     if size.len() != stride.len() {
         return Err(Error::Pickle {
             offset: 0,
             message: format!("tensor of storage `{key}` has size {size:?} but stride {stride:?}"),
         });
     }
-    let available = base.dim(0)?;
     let too_big = || Error::StorageTooSmall {
         key: key.to_string(),
         needed: usize::MAX,
@@ -295,6 +245,48 @@ pub fn view(
             message: format!("tensor of {numel} elements over storage `{key}` of {available}: refusing an absurd expansion"),
         });
     }
+    Ok(numel)
+}
+
+/// `storage.as_strided(size, stride, offset)` over a raw storage (a 1-D [`RawTensor`] over a
+/// whole storage): the view shares the bytes and keeps its strides, to be written back as is.
+pub fn raw_view(
+    base: &RawTensor,
+    key: &str,
+    offset: usize,
+    size: &[usize],
+    stride: &[usize],
+) -> Result<RawTensor> {
+    let RawData::Strided(s) = &base.data else {
+        return Err(Error::Pickle {
+            offset: 0,
+            message: format!("storage `{key}` is not a plain storage"),
+        });
+    };
+    let esize = flambeau_core::raw_tensor::raw_element_size(&base.dtype).unwrap_or(1);
+    check_view(s.storage.bytes.len() / esize, key, offset, size, stride)?;
+    Ok(RawTensor {
+        dtype: base.dtype.clone(),
+        size: size.to_vec(),
+        data: RawData::Strided(RawStrided {
+            storage: s.storage.clone(),
+            offset,
+            stride: stride.to_vec(),
+        }),
+    })
+}
+
+/// `storage.as_strided(size, stride, offset)`: a view (sharing the storage) when contiguous,
+/// otherwise a copy with the right values.
+pub fn view(
+    base: &Tensor,
+    key: &str,
+    offset: usize,
+    size: &[usize],
+    stride: &[usize],
+) -> Result<Tensor> {
+    let available = base.dim(0)?;
+    let numel = check_view(available, key, offset, size, stride)?;
     let contiguous = {
         let mut expect = 1;
         let mut ok = true;

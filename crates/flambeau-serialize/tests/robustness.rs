@@ -3,12 +3,14 @@
 use flambeau_serialize::{load_bytes, Error, LoadConfig, Value};
 use flambeau_testkit::fixture;
 
+/// Every `.pth`/`.pt` fixture: plain, legacy, deflated, every dtype and layout, TorchScript.
 fn fixtures() -> Vec<(String, Vec<u8>)> {
-    let dir = fixture("flambeau-serialize", "serialize");
-    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
-        .unwrap()
+    let dirs = ["serialize", "formats"].map(|d| fixture("flambeau-serialize", d));
+    let mut out: Vec<(String, Vec<u8>)> = dirs
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(dir).unwrap())
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "pth"))
+        .filter(|p| p.extension().is_some_and(|e| e == "pth" || e == "pt"))
         .map(|p| {
             (
                 p.file_name().unwrap().to_string_lossy().into_owned(),

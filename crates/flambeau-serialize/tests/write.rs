@@ -188,7 +188,7 @@ fn torch_load_opens_flambeau_files_with_default_settings() {
     assert_eq!(sd["half"]["dtype"], "torch.float16");
     assert_eq!(sd["bf"]["dtype"], "torch.bfloat16");
     assert_eq!(sd["count"]["dtype"], "torch.int64");
-    assert_eq!(sd["ids"]["dtype"], "torch.int64", "u32 is widened to int64");
+    assert_eq!(sd["ids"]["dtype"], "torch.uint32", "u32 keeps its dtype");
     // Views stay views of one storage, with their strides and offsets.
     assert_eq!(sd["w"]["ptr"], sd["row"]["ptr"]);
     assert_eq!(sd["w"]["ptr"], sd["t"]["ptr"]);

@@ -93,6 +93,18 @@ pub enum LoadError {
         to: DType,
     },
 
+    /// The checkpoint's tensor has a dtype or layout no model tensor can take (complex,
+    /// float8_e5m2, uint64, quantized, sparse).
+    #[error("while copying the parameter named \"{key}\", the checkpoint's tensor is {dtype} ({layout}), which flambeau cannot load into a model. Dequantize, densify or cast it in PyTorch first (e.g. `sd[\"{key}\"] = sd[\"{key}\"].dequantize()` / `.to_dense()` / `.float()`), or drop it with KeyRule::drop")]
+    UnsupportedTensor {
+        /// The model's key.
+        key: String,
+        /// PyTorch's dtype name (`qint8`, `complex64`).
+        dtype: String,
+        /// The layout (`strided`, `quantized`, `sparse_coo`).
+        layout: String,
+    },
+
     /// Casting or moving a tensor failed.
     #[error("while copying the parameter named \"{key}\": {source}")]
     Copy {

@@ -43,14 +43,34 @@ impl VarStore {
 
         let mut sd = sd.clone();
         for rule in &opts.key_rules {
-            sd = rule.apply(&sd, &model_keys).map_err(LoadError::KeyRule)?;
+            sd = sd
+                .map_keeping_raw(|sd| rule.apply(sd, &model_keys))
+                .map_err(LoadError::KeyRule)?;
         }
 
         let mut report = LoadReport::default();
         let mut mismatches = Vec::new();
         let mut writes: Vec<(&str, Var, Tensor)> = Vec::new();
         for e in &model {
-            let Some(src) = sd.get(&e.name) else {
+            let widened;
+            let src = match sd.get_raw(&e.name) {
+                // int8, bool and uint16 widen exactly; nothing else raw fits a model tensor.
+                Some(raw) => match raw.to_tensor(e.var.device()) {
+                    Some(Ok(t)) => {
+                        widened = t;
+                        Some(&widened)
+                    }
+                    Some(Err(_)) | None => {
+                        return Err(LoadError::UnsupportedTensor {
+                            key: e.name.clone(),
+                            dtype: raw.dtype.clone(),
+                            layout: raw.layout().to_string(),
+                        })
+                    }
+                },
+                None => sd.get(&e.name),
+            };
+            let Some(src) = src else {
                 if is_pre_1_2_batch_norm_counter(&e.name, &sd) {
                     report.filled.push(e.name.clone());
                 } else {

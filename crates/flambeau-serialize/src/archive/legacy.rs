@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 
-use candle_core::Tensor;
 use flambeau_core::Value;
 
 use crate::pickle::globals::UNTYPED;
@@ -32,12 +31,14 @@ struct Scan {
 impl Resolver for Scan {
     fn persistent(&mut self, pid: &Value) -> Result<Option<Value>> {
         let (key, st) = parse_pid(pid)?;
+        // An untyped storage's element count is in bytes; its dtype comes with the tensor.
+        let st = st.or_else(|| storage::by_dtype("uint8"));
         if let Some(st) = st {
             self.types.insert(key, st);
         }
         Ok(None)
     }
-    fn typed(&mut self, _key: &str, _dtype: &str) -> Result<Option<Tensor>> {
+    fn typed(&mut self, _key: &str, _dtype: &str) -> Result<Option<Value>> {
         Ok(None)
     }
 }
@@ -74,15 +75,22 @@ struct Storages<'a> {
     data: &'a [u8],
     places: HashMap<String, (usize, usize)>,
     types: HashMap<String, &'static StorageType>,
-    cache: HashMap<String, Tensor>,
+    cache: HashMap<String, Value>,
     device: candle_core::Device,
 }
 
 impl Resolver for Storages<'_> {
     fn persistent(&mut self, pid: &Value) -> Result<Option<Value>> {
-        let (key, _) = parse_pid(pid)?;
+        let (key, st) = parse_pid(pid)?;
+        if st.is_none() {
+            return Ok(Some(Value::Object(flambeau_core::Object {
+                class: UNTYPED.into(),
+                args: vec![Value::Str(key)],
+                state: None,
+            })));
+        }
         if let Some(t) = self.cache.get(&key) {
-            return Ok(Some(Value::Tensor(t.clone())));
+            return Ok(Some(t.clone()));
         }
         let st = self
             .types
@@ -92,15 +100,35 @@ impl Resolver for Storages<'_> {
             .places
             .get(&key)
             .ok_or_else(|| Error::MissingRecord(format!("storage {key}")))?;
-        let t = storage::tensor_from_bytes(&self.data[start..start + len], st, false)?
-            .to_device(&self.device)?;
+        let t = storage::to_device(
+            storage::value_from_bytes(&self.data[start..start + len], st, false)?,
+            &self.device,
+        )?;
         self.cache.insert(key, t.clone());
-        Ok(Some(Value::Tensor(t)))
+        Ok(Some(t))
     }
-    fn typed(&mut self, key: &str, _dtype: &str) -> Result<Option<Tensor>> {
-        Err(Error::UnsupportedDtype(format!(
-            "untyped storage {key} in a legacy file"
-        )))
+    fn typed(&mut self, key: &str, dtype: &str) -> Result<Option<Value>> {
+        let cache_key = format!("{key}:{dtype}");
+        if let Some(t) = self.cache.get(&cache_key) {
+            return Ok(Some(t.clone()));
+        }
+        let Some(st) = storage::by_dtype(dtype) else {
+            return Ok(Some(Value::Object(flambeau_core::Object {
+                class: format!("torch.{dtype}"),
+                args: vec![Value::Str(key.to_string())],
+                state: None,
+            })));
+        };
+        let &(start, len) = self
+            .places
+            .get(key)
+            .ok_or_else(|| Error::MissingRecord(format!("storage {key}")))?;
+        let t = storage::to_device(
+            storage::value_from_bytes(&self.data[start..start + len], st, false)?,
+            &self.device,
+        )?;
+        self.cache.insert(cache_key, t.clone());
+        Ok(Some(t))
     }
 }
 

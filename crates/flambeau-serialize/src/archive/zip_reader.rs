@@ -1,17 +1,42 @@
-//! A zip reader over a byte slice (the memory-mapped file): STORED entries only, as PyTorch
-//! writes them, zip64 included. Every offset is bounds-checked.
+//! A zip reader over a byte slice (the memory-mapped file), zip64 included. Every offset is
+//! bounds-checked. PyTorch writes records STORED (they stay memory-mapped); records someone
+//! re-zipped with DEFLATE, and the code/ records of TorchScript archives, are inflated on
+//! demand into a buffer of exactly the declared size, and their CRC is checked.
+
+use std::borrow::Cow;
 
 use crate::{Error, Result};
+
+/// Zip compression methods this reader handles.
+const STORED: u16 = 0;
+const DEFLATED: u16 = 8;
+
+/// DEFLATE cannot expand data by more than about 1032:1; a declared size beyond that is a lie
+/// we refuse before allocating for it.
+const MAX_DEFLATE_RATIO: usize = 1032;
 
 /// One record of the archive.
 #[derive(Debug, Clone)]
 pub struct Entry {
     /// Full name (`archive/data/0`).
     pub name: String,
-    /// Where its bytes are in the file.
+    /// Where its (possibly compressed) bytes are in the file.
     pub start: usize,
-    /// Length in bytes.
+    /// Length in bytes in the file.
     pub len: usize,
+    /// Compression method: 0 stored, 8 deflated.
+    pub method: u16,
+    /// Length once inflated (equal to `len` for stored entries).
+    pub size: usize,
+    /// CRC-32 of the uncompressed bytes, from the central directory.
+    pub crc32: u32,
+}
+
+impl Entry {
+    /// True when the bytes sit uncompressed in the file (and can be used in place).
+    pub fn is_stored(&self) -> bool {
+        self.method == STORED
+    }
 }
 
 /// The table of contents of a zip archive.
@@ -101,8 +126,9 @@ impl ZipArchive {
                 )));
             }
             let method = u16_at(data, at + 10)?;
+            let crc32 = u32_at(data, at + 16)?;
             let mut csize = u32_at(data, at + 20)? as u64;
-            let usize_ = u32_at(data, at + 24)? as u64;
+            let mut usize_ = u32_at(data, at + 24)? as u64;
             let nlen = u16_at(data, at + 28)? as usize;
             let elen = u16_at(data, at + 30)? as usize;
             let clen = u16_at(data, at + 32)? as usize;
@@ -127,16 +153,15 @@ impl ZipArchive {
                             f += 8;
                         }
                     };
-                    let mut u = usize_;
-                    next(&mut u);
+                    next(&mut usize_);
                     next(&mut csize);
                     next(&mut local);
                 }
                 e += 4 + len;
             }
-            if method != 0 {
+            if method != STORED && method != DEFLATED {
                 return Err(Error::Zip(format!(
-                    "entry `{name}` is compressed (method {method}); PyTorch stores records uncompressed — was the file re-zipped? Re-save it with torch.save"
+                    "entry `{name}` uses compression method {method}; torch.load reads stored and deflated records only. Re-zip it with `zip -0` or re-save it with torch.save"
                 )));
             }
             let local = to_usize(local, "local header offset")?;
@@ -153,7 +178,25 @@ impl ZipArchive {
                     "entry `{name}` ends past the end of the file"
                 )));
             }
-            entries.push(Entry { name, start, len });
+            let size = to_usize(usize_, "uncompressed size")?;
+            if method == STORED && size != len {
+                return Err(Error::Zip(format!(
+                    "stored entry `{name}` declares {size} bytes uncompressed but {len} in the file"
+                )));
+            }
+            if method == DEFLATED && size > len.saturating_mul(MAX_DEFLATE_RATIO).max(1024) {
+                return Err(Error::Zip(format!(
+                    "deflated entry `{name}` claims {size} bytes from {len} compressed: more than DEFLATE can expand (corrupt file)"
+                )));
+            }
+            entries.push(Entry {
+                name,
+                start,
+                len,
+                method,
+                size,
+                crc32,
+            });
             at += 46 + nlen + elen + clen;
         }
         Ok(Self { entries })
@@ -162,6 +205,44 @@ impl ZipArchive {
     /// All entries, in directory order.
     pub fn entries(&self) -> &[Entry] {
         &self.entries
+    }
+
+    /// The bytes of `entry`: borrowed from `data` when stored, inflated (into a buffer of the
+    /// declared size, CRC checked) when deflated.
+    pub fn read<'d>(&self, data: &'d [u8], entry: &Entry) -> Result<Cow<'d, [u8]>> {
+        let raw = data
+            .get(entry.start..entry.start + entry.len)
+            .ok_or_else(|| Error::Truncated(format!("entry `{}`", entry.name)))?;
+        if entry.is_stored() {
+            return Ok(Cow::Borrowed(raw));
+        }
+        let mut out = vec![0u8; entry.size];
+        let n = miniz_oxide::inflate::decompress_slice_iter_to_slice(
+            &mut out,
+            std::iter::once(raw),
+            false,
+            true,
+        )
+        .map_err(|status| {
+            Error::Zip(format!(
+                "deflated entry `{}` does not inflate to its declared {} bytes ({status:?}): corrupt or truncated file",
+                entry.name, entry.size
+            ))
+        })?;
+        if n != entry.size {
+            return Err(Error::Zip(format!(
+                "deflated entry `{}` inflates to {n} bytes but declares {}: corrupt file",
+                entry.name, entry.size
+            )));
+        }
+        let crc = crc32fast::hash(&out);
+        if crc != entry.crc32 {
+            return Err(Error::Zip(format!(
+                "entry `{}` fails its CRC check (file says {:08x}, data gives {crc:08x}): corrupt file",
+                entry.name, entry.crc32
+            )));
+        }
+        Ok(Cow::Owned(out))
     }
 
     /// The entry with exactly this name.

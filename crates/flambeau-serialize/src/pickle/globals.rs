@@ -1,50 +1,11 @@
 //! The fixed table of globals the reader understands. Nothing here runs code from the file:
 //! known names rebuild tensors and containers, anything else becomes an inert object.
 
-use flambeau_core::{Dict, DictKind, Object, Value};
+use flambeau_core::{Dict, DictKind, Object, Quantizer, RawData, RawTensor, Value};
 
-use super::vm::{Item, Resolver};
+use super::types::{Item, Resolver};
 use crate::storage;
 use crate::{Error, Result};
-
-/// dtype names `torch.<name>` can refer to.
-const DTYPE_NAMES: &[&str] = &[
-    "float64",
-    "float32",
-    "float16",
-    "bfloat16",
-    "int64",
-    "int32",
-    "int16",
-    "int8",
-    "uint8",
-    "bool",
-    "uint16",
-    "uint32",
-    "uint64",
-    "complex64",
-    "complex128",
-    "float8_e4m3fn",
-    "float8_e5m2",
-    "double",
-    "float",
-    "half",
-    "long",
-    "int",
-    "short",
-];
-
-/// A global that is referenced but not called: a dtype, or a class reference kept inert.
-pub fn global_value(module: &str, name: &str) -> Value {
-    if module == "torch" && DTYPE_NAMES.contains(&name) {
-        return Value::Dtype(name.to_string());
-    }
-    Value::Object(Object {
-        class: format!("{module}.{name}"),
-        args: Vec::new(),
-        state: None,
-    })
-}
 
 fn bad(message: impl Into<String>) -> Error {
     Error::Pickle {
@@ -72,23 +33,54 @@ fn usizes(v: &Value, what: &str) -> Result<Vec<usize>> {
         .collect()
 }
 
-/// `_rebuild_tensor(storage, storage_offset, size, stride, …)`.
+/// `_rebuild_tensor(storage, storage_offset, size, stride, …)`: a view of a candle storage, or
+/// of a raw one (dtypes candle lacks). A storage of an unknown type leaves the tensor inert
+/// rather than failing the whole file.
 fn rebuild_tensor(storage: &Value, args: &[Value]) -> Result<Value> {
     if args.len() < 4 {
         return Err(bad("_rebuild_tensor needs (storage, offset, size, stride)"));
     }
-    let base = match storage {
-        Value::Tensor(t) => t,
-        Value::None => return Ok(Value::None), // dry run
-        other => return Err(bad(format!("tensor storage is a {}", other.type_name()))),
-    };
     let offset = usize_arg(&args[1], "storage_offset")?;
     let size = usizes(&args[2], "size")?;
     let stride = usizes(&args[3], "stride")?;
-    let key = format!("{:?}", base.id());
-    Ok(Value::Tensor(storage::view(
-        base, &key, offset, &size, &stride,
-    )?))
+    match storage {
+        Value::Tensor(base) => {
+            let key = format!("{:?}", base.id());
+            Ok(Value::Tensor(storage::view(
+                base, &key, offset, &size, &stride,
+            )?))
+        }
+        Value::RawTensor(base) => Ok(Value::RawTensor(storage::raw_view(
+            base,
+            &base.dtype,
+            offset,
+            &size,
+            &stride,
+        )?)),
+        Value::None => Ok(Value::None), // dry run
+        Value::Object(_) => Ok(inert(
+            "torch._utils".into(),
+            "_rebuild_tensor_v2".into(),
+            args.to_vec(),
+        )),
+        other => Err(bad(format!("tensor storage is a {}", other.type_name()))),
+    }
+}
+
+/// The storage an untyped-storage placeholder stands for, read as `dtype`.
+fn untyped_as(storage: &Value, dtype: &str, resolver: &mut dyn Resolver) -> Result<Value> {
+    Ok(match storage {
+        Value::Object(o) if o.class == UNTYPED => {
+            let key = o
+                .args
+                .first()
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            resolver.typed(&key, dtype)?.unwrap_or(Value::None)
+        }
+        other => other.clone(),
+    })
 }
 
 /// `_rebuild_tensor_v3(untyped_storage, offset, size, stride, requires_grad, hooks, dtype, …)`.
@@ -105,23 +97,135 @@ fn rebuild_tensor_v3(args: &[Value], resolver: &mut dyn Resolver) -> Result<Valu
             )))
         }
     };
-    let storage = match &args[0] {
-        Value::Object(o) if o.class == UNTYPED => {
-            let key = o
-                .args
-                .first()
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            match resolver.typed(&key, &dtype)? {
-                Some(t) => Value::Tensor(t),
-                None => Value::None,
-            }
-        }
-        other => other.clone(),
-    };
+    let storage = untyped_as(&args[0], &dtype, resolver)?;
     rebuild_tensor(&storage, args)
 }
+
+/// `_rebuild_qtensor(storage, offset, size, stride, quantizer_params, requires_grad, hooks)`:
+/// the integer representation stays raw, with its quantizer beside it.
+fn rebuild_qtensor(args: &[Value]) -> Result<Value> {
+    if args.len() < 5 {
+        return Err(bad("_rebuild_qtensor needs 5 arguments"));
+    }
+    let view = match rebuild_tensor(&args[0], args)? {
+        Value::RawTensor(r) => r,
+        // dry run, or a storage of an unknown type: keep it inert
+        Value::None => return Ok(Value::None),
+        _ => {
+            return Ok(inert(
+                "torch._utils".into(),
+                "_rebuild_qtensor".into(),
+                args.to_vec(),
+            ))
+        }
+    };
+    let RawData::Strided(data) = view.data else {
+        return Err(bad("quantized tensor over a non-strided storage"));
+    };
+    let params = args[4]
+        .as_seq()
+        .ok_or_else(|| bad("quantizer parameters must be a tuple"))?;
+    let scheme = match params.first() {
+        Some(Value::Object(o)) => o
+            .class
+            .strip_prefix("torch.")
+            .unwrap_or(&o.class)
+            .to_string(),
+        _ => return Err(bad("quantizer parameters must start with a qscheme")),
+    };
+    let quantizer = match (scheme.as_str(), params) {
+        ("per_tensor_affine", [_, scale, zero_point, ..]) => Quantizer::PerTensor {
+            scale: scale
+                .as_f64()
+                .ok_or_else(|| bad("q_scale must be a float"))?,
+            zero_point: zero_point
+                .as_i64()
+                .ok_or_else(|| bad("q_zero_point must be an int"))?,
+        },
+        ("per_channel_affine" | "per_channel_affine_float_qparams", [_, scales, zps, axis, ..]) => {
+            Quantizer::PerChannel {
+                scheme: scheme.clone(),
+                scales: Box::new(scales.clone()),
+                zero_points: Box::new(zps.clone()),
+                axis: axis
+                    .as_i64()
+                    .ok_or_else(|| bad("q_per_channel_axis must be an int"))?,
+            }
+        }
+        _ => {
+            return Ok(inert(
+                "torch._utils".into(),
+                "_rebuild_qtensor".into(),
+                args.to_vec(),
+            ))
+        }
+    };
+    Ok(Value::RawTensor(RawTensor {
+        dtype: view.dtype,
+        size: view.size,
+        data: RawData::Quantized { data, quantizer },
+    }))
+}
+
+/// PyTorch's dtype name of a tensor value (`float32`), for sparse tensors' values.
+fn dtype_of(v: &Value) -> String {
+    match v {
+        Value::Tensor(t) => storage::for_writing(t.dtype())
+            .map(|st| st.dtype.to_string())
+            .unwrap_or_else(|_| format!("{:?}", t.dtype())),
+        Value::RawTensor(r) => r.dtype.clone(),
+        _ => "unknown".into(),
+    }
+}
+
+/// `_rebuild_sparse_tensor(layout, data)`: the components are ordinary tensors, kept in the
+/// order torch.save wrote them.
+fn rebuild_sparse(args: &[Value]) -> Result<Value> {
+    let layout = match args.first() {
+        // `torch.serialization._get_layout('torch.sparse_coo')`, or the global itself
+        Some(Value::Object(o)) if o.class == LAYOUT => o
+            .args
+            .first()
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        Some(Value::Object(o)) if o.class.starts_with("torch.sparse_") => o.class.clone(),
+        _ => {
+            return Ok(inert(
+                "torch._utils".into(),
+                "_rebuild_sparse_tensor".into(),
+                args.to_vec(),
+            ))
+        }
+    };
+    let parts = args
+        .get(1)
+        .and_then(Value::as_seq)
+        .ok_or_else(|| bad("_rebuild_sparse_tensor needs (layout, components)"))?
+        .to_vec();
+    let (values, size) = if layout == "torch.sparse_coo" {
+        (parts.get(1), parts.get(2))
+    } else {
+        (parts.get(2), parts.get(3))
+    };
+    let (Some(values), Some(size)) = (values, size) else {
+        return Err(bad(format!(
+            "{layout} tensor with {} components",
+            parts.len()
+        )));
+    };
+    if matches!(values, Value::None) {
+        return Ok(Value::None); // dry run: the components are not read
+    }
+    Ok(Value::RawTensor(RawTensor {
+        dtype: dtype_of(values),
+        size: usizes(size, "sparse size")?,
+        data: RawData::Sparse { layout, parts },
+    }))
+}
+
+/// The class `torch.serialization._get_layout(name)` becomes: the layout's name as its argument.
+pub const LAYOUT: &str = "torch.layout";
 
 /// The class name the resolver gives untyped storages until a dtype is known.
 pub const UNTYPED: &str = "torch.UntypedStorage";
@@ -147,6 +251,13 @@ pub(crate) fn call(callable: Item, args: Vec<Value>, resolver: &mut dyn Resolver
             rebuild_tensor(first.unwrap_or(&Value::None), &args)
         }
         ("torch._utils", "_rebuild_tensor_v3") => rebuild_tensor_v3(&args, resolver),
+        ("torch._utils", "_rebuild_qtensor") => rebuild_qtensor(&args),
+        ("torch._utils", "_rebuild_sparse_tensor") => rebuild_sparse(&args),
+        ("torch.serialization", "_get_layout") => Ok(Value::Object(Object {
+            class: LAYOUT.into(),
+            args,
+            state: None,
+        })),
         ("torch._utils", "_rebuild_parameter")
         | ("torch._utils", "_rebuild_parameter_with_state")
         | ("torch.nn.parameter", "Parameter") => Ok(first.cloned().unwrap_or(Value::None)),
@@ -216,7 +327,7 @@ pub(crate) fn build(target: &mut Value, state: Value) {
         Value::Object(o) => o.state = Some(Box::new(state)),
         Value::Dict(d) => d.attrs = Some(Box::new(state)),
         // `_rebuild_parameter_with_state` and tensor subclasses: the tensor is what matters.
-        Value::Tensor(_) => {}
+        Value::Tensor(_) | Value::RawTensor(_) => {}
         _ => {}
     }
 }

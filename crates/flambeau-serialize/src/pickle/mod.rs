@@ -4,7 +4,9 @@
 //! and the containers PyTorch uses; every other class becomes an inert `Value::Object`.
 
 pub mod globals;
+pub mod types;
 pub mod vm;
 pub mod writer;
 
-pub use vm::{Resolver, Vm};
+pub use types::Resolver;
+pub use vm::Vm;

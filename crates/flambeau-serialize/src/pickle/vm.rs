@@ -3,50 +3,15 @@
 
 use std::collections::HashMap;
 
-use candle_core::Tensor;
 use flambeau_core::{Dict, DictKind, Value};
 
 use super::globals;
+use super::types::{Item, Resolver};
 use crate::{Error, Result};
 
 /// Deepest nesting of containers accepted (checkpoints use fewer than 10 levels; the limit keeps
 /// hostile files from overflowing the stack when values are dropped).
 pub const MAX_DEPTH: u32 = 512;
-
-/// Resolves what the pickle refers to outside itself: storages named by persistent ids.
-pub trait Resolver {
-    /// The value of a persistent id (for torch.save: a 1-D tensor of the whole storage).
-    /// `Ok(None)` during a dry run: tensors that use it become `None`.
-    fn persistent(&mut self, pid: &Value) -> Result<Option<Value>>;
-    /// An untyped storage (`_rebuild_tensor_v3`) read as `dtype`.
-    fn typed(&mut self, key: &str, dtype: &str) -> Result<Option<Tensor>>;
-}
-
-/// A value on the stack or in the memo.
-#[derive(Debug, Clone)]
-pub(crate) enum Item {
-    /// An ordinary value, with its nesting depth.
-    Value(Value, u32),
-    /// A global (class or function) named by GLOBAL / STACK_GLOBAL.
-    Global(String, String),
-}
-
-impl Item {
-    fn depth(&self) -> u32 {
-        match self {
-            Item::Value(_, d) => *d,
-            Item::Global(..) => 0,
-        }
-    }
-
-    /// The item as a value: a global that is not called becomes a dtype or a class reference.
-    pub(crate) fn into_value(self) -> Value {
-        match self {
-            Item::Value(v, _) => v,
-            Item::Global(module, name) => globals::global_value(&module, &name),
-        }
-    }
-}
 
 struct Slot {
     item: Item,

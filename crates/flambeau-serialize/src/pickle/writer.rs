@@ -3,19 +3,24 @@
 //! `torch.device`, dtypes and tensors (`_rebuild_tensor_v2` over persistent storages).
 
 use candle_core::Tensor;
-use flambeau_core::{Dict, DictKind, Value};
+use flambeau_core::{Dict, DictKind, Quantizer, RawData, RawStorage, RawStrided, RawTensor, Value};
 
-use crate::{Error, Result};
+use crate::{storage, Error, Result};
 
 /// Where a tensor lives in the archive.
 #[derive(Debug, Clone)]
 pub struct TensorRef {
     /// Storage record key (`"0"`, `"1"`, …).
     pub key: String,
-    /// Storage class (`FloatStorage`).
-    pub class: &'static str,
+    /// Storage class (`FloatStorage`), or `None` for dtypes without one (uint32, float8…),
+    /// which are written as an untyped storage read back as `dtype`.
+    pub class: Option<&'static str>,
+    /// PyTorch's dtype name.
+    pub dtype: &'static str,
     /// Elements in the whole storage.
     pub storage_numel: usize,
+    /// Bytes per element.
+    pub element_size: usize,
     /// Offset of the tensor in its storage, in elements.
     pub offset: usize,
     /// Shape.
@@ -28,6 +33,8 @@ pub struct TensorRef {
 pub trait StorageSink {
     /// Registers a tensor (sharing a storage with an earlier one if they share in memory).
     fn register(&mut self, t: &Tensor) -> Result<TensorRef>;
+    /// Registers a raw storage (views of one storage share its record); returns its key.
+    fn register_raw(&mut self, storage: &RawStorage) -> String;
 }
 
 /// Pickles `value` (protocol 2).
@@ -116,19 +123,44 @@ impl Pickler<'_> {
         Ok(())
     }
 
-    fn tensor(&mut self, t: &Tensor) -> Result<()> {
-        let r = self.sink.register(t)?;
-        self.global("torch._utils", "_rebuild_tensor_v2");
-        self.out.push(b'(');
-        // persistent id: ('storage', torch.<X>Storage, key, location, numel)
+    /// `('storage', torch.<X>Storage, key, 'cpu', numel)` as a persistent id, or the untyped
+    /// form `('storage', torch.storage.UntypedStorage, key, 'cpu', nbytes)` for dtypes that
+    /// have no storage class.
+    fn persistent_id(&mut self, r: &TensorRef) {
         self.out.push(b'(');
         self.str("storage");
-        self.global("torch", r.class);
-        self.str(&r.key);
-        self.str("cpu");
-        self.int(r.storage_numel as i64);
+        match r.class {
+            Some(class) => {
+                self.global("torch", class);
+                self.str(&r.key);
+                self.str("cpu");
+                self.int(r.storage_numel as i64);
+            }
+            None => {
+                self.global("torch.storage", "UntypedStorage");
+                self.str(&r.key);
+                self.str("cpu");
+                self.int((r.storage_numel * r.element_size) as i64);
+            }
+        }
         self.out.push(b't');
         self.out.push(b'Q');
+    }
+
+    /// `_rebuild_tensor_v2(storage, offset, size, stride, False, OrderedDict())`, or `_v3` with
+    /// the dtype for an untyped storage.
+    fn tensor_ref(&mut self, r: &TensorRef) -> Result<()> {
+        let v3 = r.class.is_none();
+        self.global(
+            "torch._utils",
+            if v3 {
+                "_rebuild_tensor_v3"
+            } else {
+                "_rebuild_tensor_v2"
+            },
+        );
+        self.out.push(b'(');
+        self.persistent_id(r);
         self.int(r.offset as i64);
         self.usizes(&r.size)?;
         self.usizes(&r.stride)?;
@@ -136,9 +168,93 @@ impl Pickler<'_> {
         self.global("collections", "OrderedDict");
         self.out.push(b')');
         self.out.push(b'R');
+        if v3 {
+            self.global("torch", r.dtype);
+        }
         self.out.push(b't');
         self.out.push(b'R');
         Ok(())
+    }
+
+    fn tensor(&mut self, t: &Tensor) -> Result<()> {
+        let r = self.sink.register(t)?;
+        self.tensor_ref(&r)
+    }
+
+    fn raw_ref(&mut self, t: &RawTensor, s: &RawStrided) -> Result<TensorRef> {
+        let st = storage::by_dtype(&t.dtype)
+            .ok_or_else(|| Error::Unwritable(format!("a tensor of dtype {}", t.dtype)))?;
+        let key = self.sink.register_raw(&s.storage);
+        Ok(TensorRef {
+            key,
+            class: st.class,
+            dtype: st.dtype,
+            storage_numel: s.storage.bytes.len() / st.size,
+            element_size: st.size,
+            offset: s.offset,
+            size: t.size.clone(),
+            stride: s.stride.clone(),
+        })
+    }
+
+    /// A tensor candle cannot hold, written back exactly as torch.save wrote it.
+    fn raw_tensor(&mut self, t: &RawTensor) -> Result<()> {
+        match &t.data {
+            RawData::Strided(s) => {
+                let r = self.raw_ref(t, s)?;
+                self.tensor_ref(&r)
+            }
+            RawData::Quantized { data, quantizer } => {
+                let r = self.raw_ref(t, data)?;
+                let class = r.class.ok_or_else(|| {
+                    Error::Unwritable(format!("a quantized tensor of dtype {}", t.dtype))
+                })?;
+                self.global("torch._utils", "_rebuild_qtensor");
+                self.out.push(b'(');
+                self.persistent_id(&TensorRef {
+                    class: Some(class),
+                    ..r.clone()
+                });
+                self.int(r.offset as i64);
+                self.usizes(&r.size)?;
+                self.usizes(&r.stride)?;
+                match quantizer {
+                    Quantizer::PerTensor { scale, zero_point } => {
+                        self.global("torch", "per_tensor_affine");
+                        self.value(&Value::Float(*scale))?;
+                        self.int(*zero_point);
+                        self.out.push(0x87);
+                    }
+                    Quantizer::PerChannel {
+                        scheme,
+                        scales,
+                        zero_points,
+                        axis,
+                    } => {
+                        self.out.push(b'(');
+                        self.global("torch", scheme);
+                        self.value(scales)?;
+                        self.value(zero_points)?;
+                        self.int(*axis);
+                        self.out.push(b't');
+                    }
+                }
+                self.out.push(0x89); // requires_grad = False
+                self.global("collections", "OrderedDict");
+                self.out.extend_from_slice(b")R");
+                self.out.extend_from_slice(b"tR");
+                Ok(())
+            }
+            RawData::Sparse { layout, parts } => {
+                self.global("torch._utils", "_rebuild_sparse_tensor");
+                self.global("torch.serialization", "_get_layout");
+                self.str(layout);
+                self.out.extend_from_slice(&[0x85, b'R']);
+                self.tuple(parts)?;
+                self.out.extend_from_slice(&[0x86, b'R']);
+                Ok(())
+            }
+        }
     }
 
     fn value(&mut self, v: &Value) -> Result<()> {
@@ -207,6 +323,7 @@ impl Pickler<'_> {
                 }
             }
             Value::Tensor(t) => self.tensor(t)?,
+            Value::RawTensor(t) => self.raw_tensor(t)?,
             Value::Device(d) => {
                 self.global("torch", "device");
                 self.str(d);
