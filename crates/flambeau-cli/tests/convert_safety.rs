@@ -131,7 +131,7 @@ fn a_directory_as_input_says_so() {
     assert!(!ok, "{text}");
     assert!(
         text.contains(&format!(
-            "{} is a directory, expected a .pth/.safetensors file",
+            "{} is a directory without model.safetensors, pytorch_model.bin or a *.index.json of shards; give the checkpoint file itself",
             input.display()
         )),
         "{text}"

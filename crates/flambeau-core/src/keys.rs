@@ -4,7 +4,7 @@
 use candle_core::{DType, Device};
 use regex::Regex;
 
-use crate::{Error, Result, StateDict};
+use crate::{Error, Result, StateDict, Value};
 
 /// Prefixes PyTorch's wrappers put in front of every key of the model they wrap.
 pub const WRAPPER_PREFIXES: [&str; 2] = ["module.", "_orig_mod."];
@@ -29,10 +29,11 @@ impl StateDict {
         let mut out = StateDict::new();
         // New key → the original keys mapped onto it, for the ones that collide.
         let mut sources: indexmap::IndexMap<String, Vec<String>> = indexmap::IndexMap::new();
-        for (k, t) in self.iter() {
+        // Raw entries (dtypes candle lacks) move with their keys like every other tensor.
+        for (k, v) in self.iter_values() {
             if let Some(new) = f(k) {
                 sources.entry(new.clone()).or_default().push(k.to_string());
-                out.insert(new, t.clone());
+                out.insert_value(new, v);
             }
         }
         let collisions: Vec<(String, Vec<String>)> = sources
@@ -137,11 +138,10 @@ impl StateDict {
     /// Keeps only the given keys (e.g. a model's own `state_dict()` keys), in this dict's order.
     pub fn keep_only<'a>(&self, keys: impl IntoIterator<Item = &'a str>) -> StateDict {
         let keep: std::collections::HashSet<&str> = keys.into_iter().collect();
-        let mut out: StateDict = self
-            .iter()
-            .filter(|(k, _)| keep.contains(k))
-            .map(|(k, t)| (k.to_string(), t.clone()))
-            .collect();
+        let mut out = StateDict::new();
+        for (k, v) in self.iter_values().filter(|(k, _)| keep.contains(k)) {
+            out.insert_value(k.to_string(), v);
+        }
         if let Some(meta) = self.metadata() {
             out.set_metadata(meta.to_vec());
         }
@@ -149,16 +149,18 @@ impl StateDict {
     }
 
     /// Casts floating-point tensors to `dtype`; integer and bool tensors (counters, masks) are
-    /// kept as they are, as PyTorch's `model.to(dtype)` does.
+    /// kept as they are, as PyTorch's `model.to(dtype)` does, and so are raw tensors (dtypes
+    /// candle cannot compute with: they stay byte for byte).
     pub fn to_dtype(&self, dtype: DType) -> Result<StateDict> {
         let mut out = StateDict::new();
-        for (k, t) in self.iter() {
-            let t = if t.dtype().is_float() && dtype.is_float() {
-                t.to_dtype(dtype)?
-            } else {
-                t.clone()
+        for (k, v) in self.iter_values() {
+            let v = match v {
+                Value::Tensor(t) if t.dtype().is_float() && dtype.is_float() => {
+                    Value::Tensor(t.to_dtype(dtype)?)
+                }
+                other => other,
             };
-            out.insert(k, t);
+            out.insert_value(k.to_string(), v);
         }
         if let Some(meta) = self.metadata() {
             out.set_metadata(meta.to_vec());
@@ -166,11 +168,15 @@ impl StateDict {
         Ok(out)
     }
 
-    /// Moves every tensor to `device`.
+    /// Moves every tensor to `device` (raw tensors stay host bytes).
     pub fn to_device(&self, device: &Device) -> Result<StateDict> {
         let mut out = StateDict::new();
-        for (k, t) in self.iter() {
-            out.insert(k, t.to_device(device)?);
+        for (k, v) in self.iter_values() {
+            let v = match v {
+                Value::Tensor(t) => Value::Tensor(t.to_device(device)?),
+                other => other,
+            };
+            out.insert_value(k.to_string(), v);
         }
         if let Some(meta) = self.metadata() {
             out.set_metadata(meta.to_vec());

@@ -61,6 +61,18 @@ impl StateDict {
         self.tensors.insert(name.into(), Entry::Raw(tensor));
     }
 
+    /// Inserts an entry given as a [`Value`] (what [`iter_values`](Self::iter_values) yields):
+    /// a tensor or a raw tensor; anything else is not a state dict entry and is ignored.
+    pub(crate) fn insert_value(&mut self, name: String, value: Value) {
+        match value {
+            Value::Tensor(t) => {
+                self.insert(name, t);
+            }
+            Value::RawTensor(r) => self.insert_raw(name, r),
+            _ => {}
+        }
+    }
+
     /// The candle tensor under `name` (`None` for a raw one: see [`get_raw`](Self::get_raw)).
     pub fn get(&self, name: &str) -> Option<&Tensor> {
         self.tensors.get(name).and_then(tensor_of)
