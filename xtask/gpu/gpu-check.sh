@@ -10,6 +10,12 @@ set -uo pipefail
 cd "$(dirname "$0")"
 here=$PWD
 status=0
+# The binaries travel xz-compressed (the device tool carries 64 MiB); Python unpacks them.
+for packed in *.xz; do
+    [ -e "$packed" ] || continue
+    python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" \
+        "$packed" "${packed%.xz}" && chmod +x "${packed%.xz}" && rm "$packed"
+done
 step() { echo; echo "== $*"; }
 fail() { echo "FAILED: $*"; status=1; }
 

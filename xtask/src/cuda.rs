@@ -6,8 +6,9 @@
 //!   real one comes with the driver). Idempotent: a finished setup is reused.
 //! - `check`: clippy on the CUDA build of the whole workspace (`CUDA_COMPUTE_CAP=90`), in its
 //!   own target directory so that the CPU build cache stays valid.
-//! - `gpu bundle`: a stripped release `flambeau` built with CUDA, the device check example and
-//!   `gpu-check.sh` in one folder small enough to carry to a GPU machine without Rust.
+//! - `gpu bundle`: a stripped release `flambeau` built with CUDA, the device check and benchmark
+//!   programs (xz-compressed) and `gpu-check.sh` in one folder small enough to carry to a GPU
+//!   machine without Rust.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -241,7 +242,9 @@ fn bundle() -> Result<()> {
         (release.join("examples/device_check"), "device_check"),
         (release.join("examples/bench_train"), "bench_train"),
     ] {
+        // Stripped, each still carries candle's kernels (~55 MB); xz makes them ~1/10 of that.
         run(Command::new("strip").arg("-o").arg(out.join(to)).arg(&from))?;
+        run(Command::new("xz").args(["-9", "--threads=0"]).arg(out.join(to)))?;
     }
     for script in ["xtask/gpu/gpu-check.sh", "xtask/bench/train_torch.py"] {
         let from = root().join(script);
