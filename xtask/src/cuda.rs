@@ -244,7 +244,9 @@ fn bundle() -> Result<()> {
     ] {
         // Stripped, each still carries candle's kernels (~55 MB); xz makes them ~1/10 of that.
         run(Command::new("strip").arg("-o").arg(out.join(to)).arg(&from))?;
-        run(Command::new("xz").args(["-9", "--threads=0"]).arg(out.join(to)))?;
+        run(Command::new("xz")
+            .args(["-9", "--threads=0"])
+            .arg(out.join(to)))?;
     }
     for script in ["xtask/gpu/gpu-check.sh", "xtask/bench/train_torch.py"] {
         let from = root().join(script);
