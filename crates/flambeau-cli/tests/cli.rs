@@ -1,22 +1,11 @@
 //! The `flambeau` binary as a user runs it: inspect and convert on real PyTorch files.
 
+mod common;
+use common::flambeau;
+
 use std::path::PathBuf;
-use std::process::Command;
 
 use flambeau_testkit::{fixture, run_python, torch_python};
-
-fn flambeau(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_flambeau"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
 
 fn file(name: &str) -> String {
     fixture("flambeau-serialize", &format!("serialize/{name}"))

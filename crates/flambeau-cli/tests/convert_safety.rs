@@ -1,24 +1,14 @@
 //! `flambeau convert` never drops a tensor through colliding key rules and never replaces
 //! something that is not a regular file.
 
+mod common;
+use common::flambeau;
+
 use std::path::Path;
 use std::process::Command;
 
 use candle_core::{Device, Tensor};
 use flambeau_core::StateDict;
-
-fn flambeau(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_flambeau"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
 
 fn write(path: &Path, keys: &[&str]) {
     let mut sd = StateDict::new();

@@ -1,26 +1,15 @@
 //! `eval` and `train --init-from` open any file that holds a ResNet: a DataParallel state dict
 //! written by real PyTorch, and `.safetensors`.
 
+mod common;
+use common::flambeau;
+
 use std::path::Path;
-use std::process::Command;
 
 use candle_core::{DType, Device};
 use flambeau_core::VarStore;
 use flambeau_testkit::{run_python, torch_python};
 use flambeau_vision::models::{ResNet, ResNetConfig};
-
-fn flambeau(args: &[&str]) -> (bool, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_flambeau"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    (o.status.success(), text)
-}
 
 /// A one-epoch run in `dir/run` that starts from `weights`.
 fn init_from(weights: &Path, dir: &Path) -> (bool, String) {

@@ -2,6 +2,8 @@
 //! (`model_state_dict`, `optimizer_state_dict`, `lr_scheduler`) continues the StepLR schedule
 //! with PyTorch's learning rates, epoch for epoch.
 
+mod common;
+
 use std::process::Command;
 
 use flambeau_testkit::{run_python, torch_python};
@@ -38,11 +40,7 @@ fn a_mixed_layout_checkpoint_resumes_with_pytorchs_learning_rates() {
         .arg(&run)
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = common::text(&out);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("epoch 2 of 4"), "{text}");
     assert!(text.contains("Step schedule"), "{text}");

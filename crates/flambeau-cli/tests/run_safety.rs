@@ -1,21 +1,10 @@
 //! `flambeau train` and `eval` as a careless user drives them: a second run into the same
 //! directory, a start that fails, nonsense numbers, a resume with other data.
 
-use std::path::Path;
-use std::process::Command;
+mod common;
+use common::flambeau;
 
-fn flambeau(args: &[&str]) -> (bool, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_flambeau"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    (o.status.success(), text)
-}
+use std::path::Path;
 
 /// A one-epoch run small enough for a test.
 fn train(out: &Path, extra: &[&str]) -> (bool, String) {

@@ -1,9 +1,12 @@
 //! `flambeau train` and `flambeau eval` as a user runs them: tiny ResNet-18 runs on the synthetic
 //! data, interrupted and killed at random instants, resumed, and handed to real PyTorch.
 
+mod common;
+use common::{flambeau, text};
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -30,26 +33,10 @@ fn command(out: &Path, extra: &[&str]) -> Command {
     c
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 fn train(out: &Path, extra: &[&str]) -> String {
     let o = command(out, extra).output().unwrap();
     assert!(o.status.success(), "train {extra:?} failed:\n{}", text(&o));
     text(&o)
-}
-
-fn flambeau(args: &[&str]) -> (bool, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_flambeau"))
-        .args(args)
-        .output()
-        .unwrap();
-    (o.status.success(), text(&o))
 }
 
 /// The uninterrupted run every resumed run must equal bit for bit.
