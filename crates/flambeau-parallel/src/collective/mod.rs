@@ -1,0 +1,40 @@
+//! Collective operations between the ranks of a replica group, behind one trait so that the
+//! training step is the same code whatever moves the bytes: [`HostCollective`] (host-staged,
+//! fixed summation order: several CPU replicas, several replicas on one GPU) here, NCCL or MPI
+//! as other backends.
+//!
+//! Every rank holds its own handle and calls the same operations in the same order, as with
+//! NCCL communicators and MPI.
+
+mod host;
+
+use candle_core::Tensor;
+
+use crate::Result;
+
+pub use host::HostCollective;
+
+/// What a rank of a replica group can do with the others.
+pub trait Collective: Send {
+    /// This handle's rank, `0..world_size()`.
+    fn rank(&self) -> usize;
+
+    /// The number of ranks in the group.
+    fn world_size(&self) -> usize;
+
+    /// The element-wise sum over ranks of each tensor, on every rank (on the device of this
+    /// rank's tensor). Every rank passes tensors of the same shapes and dtypes.
+    fn all_reduce_sum(&mut self, tensors: &[Tensor]) -> Result<Vec<Tensor>>;
+
+    /// The element-wise sum over ranks of each tensor, on rank `root` only (`None` elsewhere).
+    fn reduce_sum(&mut self, tensors: &[Tensor], root: usize) -> Result<Option<Vec<Tensor>>>;
+
+    /// Rank `root`'s tensors on every rank (on the device of this rank's tensor). The other
+    /// ranks pass tensors of the same shapes and dtypes, whose values are not read.
+    fn broadcast(&mut self, tensors: &[Tensor], root: usize) -> Result<Vec<Tensor>>;
+
+    /// Stops the group: every rank waiting in, or later entering, an operation gets
+    /// [`crate::Error::Aborted`] with `reason`. Called by a rank that fails, so that the others
+    /// do not wait for it forever.
+    fn abort(&self, reason: &str);
+}

@@ -1,0 +1,346 @@
+//! [`ReplicaGroup`]: data-parallel training with DistributedDataParallel's semantics over
+//! persistent replicas, one worker thread per replica.
+//!
+//! Every step, each rank (rank 0 is the caller's own model, on the calling thread):
+//! 1. receives the parameters and buffers of rank 0 (DDP's `broadcast_buffers`; parameters too,
+//!    because only rank 0 runs the optimizer),
+//! 2. runs forward and backward on its shard of the batch (`torch.chunk` sizes), with its loss
+//!    weighted by the shard's share of the batch, so that
+//! 3. the gradients summed on rank 0 (fixed order: rank 0 + rank 1 + …) are the whole batch's
+//!    mean gradient — DDP's average over ranks when the shards are equal, and still the right
+//!    one when they are not (10 samples over 4 ranks: 3, 3, 3, 1).
+//!
+//! Batch norm computes its statistics per shard, and rank 0's running statistics are the ones
+//! kept, as in DDP. There is one optimizer, on rank 0, so its state is that of a one-device run
+//! and a checkpoint resumes on any number of replicas.
+
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use candle_core::backprop::GradStore;
+use candle_core::{Device, ModuleT, Tensor, Var};
+use flambeau_core::VarStore;
+
+use crate::collective::{Collective, HostCollective};
+use crate::replicate::{replicate, BuildModel};
+use crate::{chunk_sizes, Error, Result};
+
+/// The loss of one shard: `(logits, labels)` to a scalar, the mean over the shard's samples
+/// (e.g. cross-entropy with the run's options).
+pub type ShardLoss = Arc<dyn Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor> + Send + Sync>;
+
+/// What one data-parallel step computed.
+pub struct StepOutput {
+    /// The whole batch's gradient for each of rank 0's parameters that has one.
+    pub grads: GradStore,
+    /// The batch's mean loss (the shards' losses weighted by their sizes).
+    pub loss: f64,
+    /// The logits of the whole batch, in batch order, on rank 0's device (detached).
+    pub logits: Tensor,
+}
+
+/// A rank's work for one step.
+struct Shard {
+    images: Tensor,
+    labels: Tensor,
+    /// The shard's share of the batch.
+    weight: f64,
+}
+
+struct Job {
+    shard: Option<Shard>,
+    loss: ShardLoss,
+}
+
+/// A shard's logits and mean loss.
+type ShardResult = Option<(Tensor, f32)>;
+
+struct Worker {
+    rank: usize,
+    device: Device,
+    jobs: Option<mpsc::Sender<Job>>,
+    results: mpsc::Receiver<Result<ShardResult>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Persistent replicas of a model that train as one (see the module docs).
+pub struct ReplicaGroup {
+    vars: VarStore,
+    collective: Box<dyn Collective>,
+    workers: Vec<Worker>,
+    devices: Vec<Device>,
+}
+
+impl ReplicaGroup {
+    /// A group of one replica per entry of `devices`: rank 0 is the caller's model (its
+    /// parameters in `vars`, on `devices[0]`), the others are built by `build` — the
+    /// constructor of that model — and run on worker threads. Replicas on the same device are
+    /// allowed (several CPU replicas, several replicas on one GPU); they meet through
+    /// [`HostCollective`].
+    pub fn new<M>(vars: &VarStore, build: impl BuildModel<M>, devices: &[Device]) -> Result<Self>
+    where
+        M: ModuleT + Send + 'static,
+    {
+        let Some(first) = devices.first() else {
+            return Err(Error::NoDevices);
+        };
+        if !first.same_device(vars.device()) {
+            return Err(Error::BaseDevice {
+                expected: format!("{first:?}"),
+                found: format!("{:?}", vars.device()),
+            });
+        }
+        let mut handles = HostCollective::group(devices.len()).into_iter();
+        let collective = Box::new(handles.next().expect("at least one rank"));
+        let replicas = replicate(vars, &build, &devices[1..])?;
+        let workers = replicas
+            .into_iter()
+            .zip(handles)
+            .zip(&devices[1..])
+            .enumerate()
+            .map(|(i, ((replica, handle), device))| {
+                let (jobs, inbox) = mpsc::channel::<Job>();
+                let (outbox, results) = mpsc::channel();
+                let thread = std::thread::Builder::new()
+                    .name(format!("flambeau-replica-{}", i + 1))
+                    .spawn(move || {
+                        let ranks = RankState::new(&replica.vars);
+                        let mut collective = handle;
+                        while let Ok(job) = inbox.recv() {
+                            let result = ranks.step(&replica.model, &mut collective, &job);
+                            let result = result.map(|(_, shard)| shard);
+                            if let Err(e) = &result {
+                                collective.abort(&e.to_string());
+                            }
+                            if outbox.send(result).is_err() {
+                                break;
+                            }
+                        }
+                    })
+                    .map_err(|e| Error::Replica {
+                        rank: i + 1,
+                        device: format!("{device:?}"),
+                        message: format!("cannot start its thread: {e}"),
+                    })?;
+                Ok(Worker {
+                    rank: i + 1,
+                    device: device.clone(),
+                    jobs: Some(jobs),
+                    results,
+                    thread: Some(thread),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            vars: vars.clone(),
+            collective,
+            workers,
+            devices: devices.to_vec(),
+        })
+    }
+
+    /// The number of replicas.
+    pub fn len(&self) -> usize {
+        self.devices.len()
+    }
+
+    /// Whether the group is empty (never: it has at least rank 0).
+    pub fn is_empty(&self) -> bool {
+        self.devices.is_empty()
+    }
+
+    /// The device of each rank.
+    pub fn devices(&self) -> &[Device] {
+        &self.devices
+    }
+
+    /// The samples each rank gets from a batch of `batch` (`torch.chunk` sizes; ranks beyond
+    /// the list get none).
+    pub fn shard_sizes(&self, batch: usize) -> Vec<usize> {
+        chunk_sizes(batch, self.len())
+    }
+
+    /// One forward and backward of the batch over the replicas, `model` being rank 0's (the
+    /// one whose parameters are in the group's store). The caller then steps its optimizer
+    /// with [`StepOutput::grads`]; the next step hands the updated parameters to every rank.
+    pub fn step(
+        &mut self,
+        model: &dyn ModuleT,
+        images: &Tensor,
+        labels: &Tensor,
+        loss: &ShardLoss,
+    ) -> Result<StepOutput> {
+        let n = images.dim(0)?;
+        let sizes = self.shard_sizes(n);
+        let mut start = 0;
+        let mut shards = Vec::with_capacity(self.len());
+        for (rank, device) in self.devices.iter().enumerate() {
+            let shard = match sizes.get(rank) {
+                Some(&len) => {
+                    let s = Shard {
+                        images: images.narrow(0, start, len)?.to_device(device)?,
+                        labels: labels.narrow(0, start, len)?.to_device(device)?,
+                        weight: len as f64 / n as f64,
+                    };
+                    start += len;
+                    Some(s)
+                }
+                None => None,
+            };
+            shards.push(shard);
+        }
+        let mut shards = shards.into_iter();
+        let root_shard = shards.next().expect("rank 0");
+        for (w, shard) in self.workers.iter().zip(shards) {
+            let job = Job {
+                shard,
+                loss: loss.clone(),
+            };
+            if w.jobs.as_ref().is_none_or(|j| j.send(job).is_err()) {
+                self.collective.abort("a replica's thread has ended");
+                return Err(w.failed("its thread has ended"));
+            }
+        }
+        let job = Job {
+            shard: root_shard,
+            loss: loss.clone(),
+        };
+        let root = RankState::new(&self.vars).step(model, self.collective.as_mut(), &job);
+        if root.is_err() {
+            self.collective.abort("rank 0 failed");
+        }
+        let mut outputs = Vec::with_capacity(self.len());
+        let mut failure = None;
+        for w in &self.workers {
+            match w.results.recv() {
+                Ok(Ok(out)) => outputs.push(out),
+                Ok(Err(Error::Aborted(_))) => {}
+                Ok(Err(e)) => {
+                    failure.get_or_insert(w.failed(&e.to_string()));
+                }
+                Err(_) => {
+                    failure.get_or_insert(w.failed("its thread has ended"));
+                }
+            }
+        }
+        let (reduced, root_out) = match (root, failure) {
+            (_, Some(e)) => return Err(e),
+            (Err(e), None) => return Err(e),
+            (Ok(r), None) => r,
+        };
+        let reduced = reduced.expect("rank 0 is the root of the reduction");
+        let mut grads = GradStore::default();
+        for (p, g) in self.vars.parameters().iter().zip(reduced) {
+            if let Some(g) = g {
+                grads.insert(p.as_tensor(), g);
+            }
+        }
+        let root_device = &self.devices[0];
+        let mut loss_sum = 0f64;
+        let mut logits = Vec::new();
+        for ((l, value), size) in std::iter::once(root_out)
+            .chain(outputs)
+            .flatten()
+            .zip(&sizes)
+        {
+            loss_sum += value as f64 * *size as f64;
+            logits.push(l.to_device(root_device)?);
+        }
+        Ok(StepOutput {
+            grads,
+            loss: loss_sum / n as f64,
+            logits: Tensor::cat(&logits, 0)?,
+        })
+    }
+}
+
+impl Worker {
+    fn failed(&self, message: &str) -> Error {
+        Error::Replica {
+            rank: self.rank,
+            device: format!("{:?}", self.device),
+            message: message.to_string(),
+        }
+    }
+}
+
+impl Drop for ReplicaGroup {
+    fn drop(&mut self) {
+        for w in &mut self.workers {
+            w.jobs = None; // the worker's loop ends
+        }
+        for w in &mut self.workers {
+            if let Some(t) = w.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// What a rank works on: its parameters and buffers in the store's order.
+struct RankState {
+    entries: Vec<Var>,
+    params: Vec<Var>,
+}
+
+/// Rank 0's reduced gradients (one per parameter; `None` where rank 0's backward gave none).
+type Reduced = Option<Vec<Option<Tensor>>>;
+
+impl RankState {
+    fn new(vars: &VarStore) -> Self {
+        Self {
+            entries: vars.entries().into_iter().map(|e| e.var).collect(),
+            params: vars.parameters(),
+        }
+    }
+
+    /// Steps 1–3 of the module docs for one rank.
+    fn step(
+        &self,
+        model: &dyn ModuleT,
+        collective: &mut dyn Collective,
+        job: &Job,
+    ) -> Result<(Reduced, ShardResult)> {
+        let rank = collective.rank();
+        let state: Vec<Tensor> = self.entries.iter().map(|v| v.as_tensor().clone()).collect();
+        let synced = collective.broadcast(&state, 0)?;
+        if rank != 0 {
+            for (v, t) in self.entries.iter().zip(&synced) {
+                v.set(t)?;
+            }
+        }
+        let (grads, out) = match &job.shard {
+            Some(shard) => {
+                let logits = model.forward_t(&shard.images, true)?;
+                let loss = (job.loss)(&logits, &shard.labels)?;
+                let grads = loss.affine(shard.weight, 0.0)?.backward()?;
+                let value = loss.to_scalar::<f32>()?;
+                let grads: Vec<Option<Tensor>> = self
+                    .params
+                    .iter()
+                    .map(|p| grads.get(p.as_tensor()).cloned())
+                    .collect();
+                (grads, Some((logits.detach(), value)))
+            }
+            None => (vec![None; self.params.len()], None),
+        };
+        let has: Vec<bool> = grads.iter().map(Option::is_some).collect();
+        let dense = grads
+            .into_iter()
+            .zip(&self.params)
+            .map(|(g, p)| match g {
+                Some(g) => Ok(g),
+                None => p.as_tensor().zeros_like(),
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let reduced = collective.reduce_sum(&dense, 0)?;
+        let reduced = reduced.map(|sums| {
+            sums.into_iter()
+                .zip(has)
+                .map(|(s, has)| has.then_some(s))
+                .collect()
+        });
+        Ok((reduced, out))
+    }
+}
