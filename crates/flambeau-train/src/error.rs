@@ -16,6 +16,9 @@ pub enum Error {
     /// The data loader or the model.
     #[error(transparent)]
     Vision(#[from] flambeau_vision::Error),
+    /// The data-parallel replicas.
+    #[error(transparent)]
+    Parallel(#[from] flambeau_parallel::Error),
     /// From Candle (forward, backward).
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

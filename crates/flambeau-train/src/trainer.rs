@@ -9,6 +9,7 @@ use flambeau_core::{Value, VarStore};
 use flambeau_nn::loss::{accuracy, cross_entropy, CrossEntropyOptions};
 use flambeau_optim::lr_scheduler::LrScheduler;
 use flambeau_optim::Optimizer;
+use flambeau_parallel::{ReplicaGroup, ShardLoss};
 use flambeau_serialize::{Checkpoint, CheckpointManager};
 use flambeau_vision::data::{DataLoader, LoaderState};
 
@@ -104,6 +105,8 @@ pub struct Trainer<M> {
     stop: StopSignal,
     /// Whether [`Trainer::resume`] continued a saved run.
     resumed: bool,
+    /// Data-parallel replicas of the model (rank 0 being `model` itself), if any.
+    replicas: Option<ReplicaGroup>,
 }
 
 /// The parts of a run a checkpoint is made of, besides the data position.
@@ -142,7 +145,22 @@ impl<M: ModuleT> Trainer<M> {
             config,
             stop: StopSignal::new(),
             resumed: false,
+            replicas: None,
         }
+    }
+
+    /// Trains data-parallel over `replicas` (built on this trainer's model and store: rank 0
+    /// is the model itself): every batch is split over them as `torch.chunk` splits it, and
+    /// the one optimizer steps with the whole batch's gradient. Checkpoints hold rank 0's
+    /// model with plain keys, so a run resumes on any number of replicas.
+    pub fn with_replicas(mut self, replicas: ReplicaGroup) -> Self {
+        self.replicas = Some(replicas);
+        self
+    }
+
+    /// The data-parallel replicas, if the run has them.
+    pub fn replicas(&self) -> Option<&ReplicaGroup> {
+        self.replicas.as_ref()
     }
 
     /// Adds a learning-rate scheduler, stepped after every batch when `per_batch` (OneCycleLR)
@@ -330,19 +348,31 @@ impl<M: ModuleT> Trainer<M> {
         let began = Instant::now();
         let seconds_before = self.s.state.progress.seconds;
         let mut stop = None;
+        let options = self.config.loss.clone();
+        let shard_loss: ShardLoss =
+            std::sync::Arc::new(move |logits, labels| cross_entropy(logits, labels, &options));
         for batch in self.train.epoch() {
             let batch = batch?;
-            let logits = self.model.forward_t(&batch.images, true)?;
-            let loss = cross_entropy(&logits, &batch.labels, &self.config.loss)?;
-            let grads = loss.backward()?;
-            self.s.optimizer.step(&grads)?;
+            let (logits, loss) = match self.replicas.as_mut() {
+                Some(group) => {
+                    let out = group.step(&self.model, &batch.images, &batch.labels, &shard_loss)?;
+                    self.s.optimizer.step(&out.grads)?;
+                    (out.logits, out.loss)
+                }
+                None => {
+                    let logits = self.model.forward_t(&batch.images, true)?;
+                    let loss = shard_loss(&logits, &batch.labels)?;
+                    let grads = loss.backward()?;
+                    self.s.optimizer.step(&grads)?;
+                    (logits, loss.to_scalar::<f32>()? as f64)
+                }
+            };
             if self.scheduler_per_batch {
                 if let Some(s) = self.s.scheduler.as_mut() {
                     s.step(self.s.optimizer.as_mut())?;
                 }
             }
             let n = batch.indices.len() as f64;
-            let loss = loss.to_scalar::<f32>()? as f64;
             let p = &mut self.s.state.progress;
             p.loss_sum += loss * n;
             p.correct += accuracy(&logits, &batch.labels)? * n;
