@@ -8,10 +8,25 @@ use flambeau_vision::models::{ResNet, ResNetConfig};
 /// The architectures `--arch` accepts.
 pub const ARCHS: [&str; 5] = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"];
 
-/// `--device cpu|cuda:N|cuda:N,M`; `doing` says what for (`training`, `evaluating`).
+/// `--device cpu|cuda:N|cuda:N,M`; `doing` says what for (`evaluating`): one device only.
 pub fn parse_device(spec: &str, doing: &str) -> Result<Device> {
+    let devices = parse_devices(spec)?;
+    if devices.len() > 1 {
+        bail!(
+            "--device {spec}: {doing} runs on one device; use one GPU (--device {})",
+            spec.split(',').next().unwrap_or(spec)
+        );
+    }
+    Ok(devices
+        .into_iter()
+        .next()
+        .expect("parse_devices returns at least one"))
+}
+
+/// `--device cpu|cuda:N|cuda:N,M,…`: the listed devices, opened, in order.
+pub fn parse_devices(spec: &str) -> Result<Vec<Device>> {
     if spec == "cpu" {
-        return Ok(Device::Cpu);
+        return Ok(vec![Device::Cpu]);
     }
     let Some(ids) = spec.strip_prefix("cuda:") else {
         bail!("--device `{spec}`: expected cpu, cuda:N or cuda:N,M");
@@ -21,15 +36,20 @@ pub fn parse_device(spec: &str, doing: &str) -> Result<Device> {
         .map(|s| s.trim().parse())
         .collect::<Result<_, _>>()
         .with_context(|| format!("--device `{spec}`: GPU indices must be numbers"))?;
-    if ids.len() > 1 {
-        bail!(
-            "--device {spec}: {doing} on several GPUs at once is not available in this build yet; use one GPU (--device cuda:{}) or the CPU",
-            ids[0]
-        );
+    if let Some(dup) = ids
+        .iter()
+        .enumerate()
+        .find_map(|(i, id)| ids[..i].contains(id).then_some(id))
+    {
+        bail!("--device {spec}: cuda:{dup} is listed twice; for several replicas on one GPU use --replicas N");
     }
-    Device::new_cuda(ids[0]).with_context(|| {
-        format!("--device {spec}: cannot open the GPU (this flambeau may be built without CUDA support); use --device cpu")
-    })
+    ids.iter()
+        .map(|&id| {
+            Device::new_cuda(id).with_context(|| {
+                format!("--device {spec}: cannot open cuda:{id} (this flambeau may be built without CUDA support); use --device cpu")
+            })
+        })
+        .collect()
 }
 
 /// A freshly initialised ResNet (seeded, f32).

@@ -54,7 +54,7 @@ struct Job {
 }
 
 /// A shard's logits and mean loss.
-type ShardResult = Option<(Tensor, f32)>;
+type ShardResult = Option<(Tensor, f64)>;
 
 struct Worker {
     rank: usize,
@@ -244,7 +244,7 @@ impl ReplicaGroup {
             .flatten()
             .zip(&sizes)
         {
-            loss_sum += value as f64 * *size as f64;
+            loss_sum += value * *size as f64;
             logits.push(l.to_device(root_device)?);
         }
         Ok(StepOutput {
@@ -315,7 +315,7 @@ impl RankState {
                 let logits = model.forward_t(&shard.images, true)?;
                 let loss = (job.loss)(&logits, &shard.labels)?;
                 let grads = loss.affine(shard.weight, 0.0)?.backward()?;
-                let value = loss.to_scalar::<f32>()?;
+                let value = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
                 let grads: Vec<Option<Tensor>> = self
                     .params
                     .iter()

@@ -16,7 +16,7 @@ use std::process::Command;
 use candle_core::{DType, Device, Tensor};
 
 mod same_value;
-pub use same_value::assert_same_value;
+pub use same_value::{assert_close_value, assert_same_value};
 
 /// The workspace root: the nearest directory above the tested crate whose Cargo.toml declares
 /// `[workspace]`. Found at run time from `CARGO_MANIFEST_DIR`, which `cargo test` sets to the

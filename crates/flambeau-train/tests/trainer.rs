@@ -6,12 +6,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Module, ModuleT, Tensor};
-use flambeau_core::{Value, VarStore};
+use flambeau_core::{Value, VarBuilder, VarStore};
 use flambeau_nn::Linear;
 use flambeau_optim::lr_scheduler::{Scheduler, StepLr};
 use flambeau_optim::{ParamGroup, Sgd, SgdConfig};
+use flambeau_parallel::ReplicaGroup;
 use flambeau_serialize::{Checkpoint, CheckpointManager, LoadConfig};
-use flambeau_testkit::assert_same_value;
+use flambeau_testkit::{assert_close_value, assert_same_value};
 use flambeau_train::{
     BatchEnd, Callback, EpochEnd, FitOutcome, Resume, StopReason, StopSignal, Trainer,
     TrainerConfig,
@@ -305,4 +306,50 @@ fn a_diverging_run_stops_naming_the_step_and_keeps_the_last_good_checkpoint() {
     assert!(msg.contains("training diverged by step 4"), "{msg}");
     assert!(msg.contains("is not finite"), "{msg}");
     assert_eq!(std::fs::read(dir.path().join("last.pth")).unwrap(), good);
+}
+
+/// [`trainer`] training over `replicas` CPU replicas (1: the plain loop, no replica group).
+fn on_replicas(t: Trainer<Tiny>, replicas: usize) -> Trainer<Tiny> {
+    if replicas == 1 {
+        return t;
+    }
+    let build =
+        |vb: VarBuilder| Linear::new(vb.pp("fc"), 3 * 32 * 32, 10, true).map(|fc| Tiny { fc });
+    let group = ReplicaGroup::new(t.var_store(), build, &vec![Device::Cpu; replicas]).unwrap();
+    t.with_replicas(group)
+}
+
+#[test]
+fn a_run_moves_between_replica_counts_as_a_one_device_run_would() {
+    let straight = straight_run();
+    let dir = tempfile::tempdir().unwrap();
+    // Two replicas for 3 steps (batch 16: 8 + 8), one for 3 more (into epoch 2), then three
+    // replicas (6 + 6 + 4) to the end.
+    let outcome = on_replicas(trainer(dir.path(), 0, Some(3)), 2)
+        .fit(&mut ())
+        .unwrap();
+    assert!(
+        matches!(outcome, FitOutcome::Stopped { steps: 3, .. }),
+        "{outcome:?}"
+    );
+    for (replicas, max_steps) in [(1, Some(6)), (3, None)] {
+        let mut t = on_replicas(trainer(dir.path(), 99, max_steps), replicas);
+        let (_, ckpt) = Resume::Auto
+            .open(t.manager(), &Device::Cpu)
+            .unwrap()
+            .unwrap();
+        // Checkpoints hold the model under its plain keys, whatever the replica count.
+        assert!(
+            ckpt.model.contains_key("fc.weight"),
+            "{:?}",
+            ckpt.model.keys().collect::<Vec<_>>()
+        );
+        t.resume(&ckpt).unwrap();
+        t.fit(&mut ()).unwrap();
+    }
+    let load = |d: &Path| flambeau_serialize::load(d.join("last.pth"), &LoadConfig::default());
+    let (x, y) = (load(dir.path()).unwrap(), load(straight.path()).unwrap());
+    for key in Checkpoint::STATE_KEYS {
+        assert_close_value(x.get(key).unwrap(), y.get(key).unwrap(), key, 1e-5);
+    }
 }

@@ -71,9 +71,13 @@ pub struct Args {
     /// Label smoothing of the cross-entropy loss.
     #[arg(long, default_value_t = 0.0)]
     pub label_smoothing: f64,
-    /// `cpu`, `cuda:0`, or `cuda:0,1` for data-parallel training.
+    /// `cpu`, `cuda:0`, or `cuda:0,1` for data-parallel training over those GPUs.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Data-parallel replicas on each listed device (`--device cpu --replicas 2`: two CPU
+    /// replicas); each batch is split over all of them.
+    #[arg(long, default_value_t = 1, value_parser = crate::positive, allow_negative_numbers = true)]
+    pub replicas: usize,
     /// Run directory: checkpoints (last.pth, best.pth, epoch-NNNN.pth), metrics.csv, metrics.png.
     #[arg(long, default_value = "runs/train")]
     pub out: PathBuf,
@@ -136,6 +140,8 @@ impl Args {
         );
         d.insert("label_smoothing", self.label_smoothing);
         d.insert("seed", self.seed as i64);
+        d.insert("device", self.device.as_str());
+        d.insert("replicas", self.replicas as i64);
         d.insert("train_size", self.train_size as i64);
         d.insert("val_size", self.val_size as i64);
         d.insert(

@@ -6,6 +6,7 @@ mod recipe;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
+use flambeau_parallel::ReplicaGroup;
 use flambeau_serialize::CheckpointManager;
 use flambeau_train::{FitOutcome, Resume, StopReason, StopSignal, Trainer, TrainerConfig};
 use flambeau_vision::data::{DataLoader, LoaderConfig};
@@ -57,7 +58,8 @@ pub fn run(args: &Args) -> Result<()> {
 
 /// The run the flags describe, resumed when `--resume` names a checkpoint.
 fn build(args: &Args) -> Result<Trainer<ResNet>> {
-    let device = model::parse_device(&args.device, "training")?;
+    let placement = replica_devices(args)?;
+    let device = placement[0].clone();
     let manager = CheckpointManager::new(&args.out, args.keep)
         .with_context(|| format!("preparing the run directory {}", args.out.display()))?;
     let resumed = open_resume(args, &manager, &device)?;
@@ -85,6 +87,13 @@ fn build(args: &Args) -> Result<Trainer<ResNet>> {
         );
     }
     let (vs, net) = model::build(&arch, num_classes, &device, args.seed)?;
+    let replicas = (placement.len() > 1)
+        .then(|| {
+            let config = net.config().clone();
+            ReplicaGroup::new(&vs, move |vb| ResNet::new(vb, config.clone()), &placement)
+                .context("starting the data-parallel replicas")
+        })
+        .transpose()?;
     if let Some(path) = &args.init_from {
         init_from(&vs, path, &device)?;
     }
@@ -152,6 +161,26 @@ fn build(args: &Args) -> Result<Trainer<ResNet>> {
     if let Some(sched) = sched {
         trainer = trainer.with_scheduler(sched, recipe::steps_per_batch(sched_kind));
     }
+    let replicas_line = replicas.as_ref().map(|g| {
+        let shards: Vec<String> = g
+            .shard_sizes(args.batch_size)
+            .iter()
+            .map(usize::to_string)
+            .collect();
+        let each = if args.device.contains(',') {
+            format!("{} on each of {}", args.replicas, args.device)
+        } else {
+            format!("on {}", args.device)
+        };
+        format!(
+            "data parallel: {} replicas {each}, per-replica batch {}; gradients summed on the first, checkpoints as from one device",
+            g.len(),
+            shards.join(", ")
+        )
+    });
+    if let Some(group) = replicas {
+        trainer = trainer.with_replicas(group);
+    }
     let resumed_line = match &resumed {
         Some(c) => Some(resume(
             &mut trainer,
@@ -171,7 +200,37 @@ fn build(args: &Args) -> Result<Trainer<ResNet>> {
     if let Some(line) = resumed_line {
         println!("{line}");
     }
+    if let Some(line) = replicas_line {
+        println!("{line}");
+    }
     Ok(trainer)
+}
+
+/// The device of every data-parallel replica: `--replicas` on each `--device`, the first one
+/// holding the model, the data and the optimizer.
+fn replica_devices(args: &Args) -> Result<Vec<Device>> {
+    let devices = model::parse_devices(&args.device)?;
+    let gpus = devices.iter().filter(|d| d.is_cuda()).count();
+    if gpus > 1 {
+        bail!(
+            "--device {}: training on several GPUs at once needs NCCL, which this flambeau is built without; build with `--features nccl`, or train on one GPU (--device {}, with --replicas N for several replicas on it)",
+            args.device,
+            args.device.split(',').next().unwrap_or(&args.device)
+        );
+    }
+    let placement: Vec<Device> = devices
+        .iter()
+        .flat_map(|d| std::iter::repeat_n(d.clone(), args.replicas))
+        .collect();
+    if placement.len() > args.batch_size {
+        bail!(
+            "{} replicas for a batch of {}: every replica needs at least one sample of each batch; use --batch-size {} or more, or fewer replicas",
+            placement.len(),
+            args.batch_size,
+            placement.len()
+        );
+    }
+    Ok(placement)
 }
 
 /// The checkpoint `--resume` names, if any.
