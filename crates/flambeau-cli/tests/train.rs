@@ -407,3 +407,47 @@ fn flambeau_resumes_a_pytorch_training_checkpoint() {
     assert_eq!(group.get("nesterov").and_then(Value::as_bool), Some(false));
     assert_eq!(opt.get("state").unwrap().as_dict().unwrap().len(), 62);
 }
+
+#[test]
+fn replicas_train_resume_on_other_counts_and_refuse_bad_combinations() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = train(dir.path(), &["--replicas", "2", "--epochs", "1"]);
+    assert!(
+        out.contains("data parallel: 2 replicas on cpu, per-replica batch 8, 8"),
+        "{out}"
+    );
+    // The same run continues on three replicas (16 = 6 + 6 + 4), then on one device.
+    let out = train(
+        dir.path(),
+        &["--replicas", "3", "--epochs", "2", "--resume", "auto"],
+    );
+    assert!(out.contains("per-replica batch 6, 6, 4"), "{out}");
+    let out = train(dir.path(), &["--epochs", "3", "--resume", "auto"]);
+    assert!(!out.contains("data parallel"), "{out}");
+    let ckpt = Checkpoint::from_value(&load(&dir.path().join("last.pth"))).unwrap();
+    assert_eq!(ckpt.epoch, 2);
+    assert_eq!(ckpt.model.keys().next(), Some("conv1.weight"), "plain keys");
+    let (ok, out) = flambeau(&["eval", dir.path().join("last.pth").to_str().unwrap()]);
+    assert!(ok, "{out}");
+
+    for (flags, expected) in [
+        (
+            &["--replicas", "17"][..],
+            "17 replicas for a batch of 16: every replica needs at least one sample",
+        ),
+        (
+            &["--replicas", "0"][..],
+            "must be a positive whole number, got 0",
+        ),
+        (&["--device", "cuda:1,1"][..], "cuda:1 is listed twice"),
+    ] {
+        let fresh = tempfile::tempdir().unwrap();
+        let o = command(fresh.path(), flags).output().unwrap();
+        let out = text(&o);
+        assert!(
+            !o.status.success() && out.contains(expected),
+            "{flags:?}: {out}"
+        );
+        assert!(!out.contains("panicked"), "{out}");
+    }
+}
