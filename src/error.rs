@@ -15,6 +15,9 @@ pub enum Error {
     /// Models and datasets.
     #[error(transparent)]
     Vision(#[from] flambeau_vision::Error),
+    /// Data parallelism (replicas, collectives).
+    #[error(transparent)]
+    Parallel(#[from] flambeau_parallel::Error),
     /// The training loop.
     #[error(transparent)]
     Train(#[from] flambeau_train::Error),

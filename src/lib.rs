@@ -14,6 +14,7 @@
 //! | [`optim`] | flambeau-optim | SGD / Adam / AdamW, LR schedulers, clipping |
 //! | [`serialize`] | flambeau-serialize | `.pth` / safetensors reading and writing, `Checkpoint` |
 //! | [`vision`] | flambeau-vision | torchvision ResNets, datasets, the resumable data loader |
+//! | [`parallel`] | flambeau-parallel | scatter / replicate / gather, `DataParallel`, `ReplicaGroup` |
 //! | [`train`] | flambeau-train | the training loop: `Trainer` fit / evaluate / resume, metrics |
 //!
 //! The types almost every program names are also at the top level, and [`Error`] takes every
@@ -23,6 +24,7 @@ pub use flambeau_core as core;
 pub use flambeau_kernels as kernels;
 pub use flambeau_nn as nn;
 pub use flambeau_optim as optim;
+pub use flambeau_parallel as parallel;
 pub use flambeau_serialize as serialize;
 pub use flambeau_train as train;
 pub use flambeau_vision as vision;
