@@ -15,20 +15,16 @@
 //! and a checkpoint resumes on any number of replicas.
 
 use std::sync::mpsc;
-use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use candle_core::backprop::GradStore;
-use candle_core::{Device, ModuleT, Tensor, Var};
+use candle_core::{Device, ModuleT, Tensor};
 use flambeau_core::VarStore;
 
 use crate::collective::{Collective, HostCollective};
+use crate::rank_step::{Job, RankState, Shard, ShardLoss, ShardResult};
 use crate::replicate::{replicate, BuildModel};
 use crate::{chunk_sizes, Error, Result};
-
-/// The loss of one shard: `(logits, labels)` to a scalar, the mean over the shard's samples
-/// (e.g. cross-entropy with the run's options).
-pub type ShardLoss = Arc<dyn Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor> + Send + Sync>;
 
 /// What one data-parallel step computed.
 pub struct StepOutput {
@@ -39,22 +35,6 @@ pub struct StepOutput {
     /// The logits of the whole batch, in batch order, on rank 0's device (detached).
     pub logits: Tensor,
 }
-
-/// A rank's work for one step.
-struct Shard {
-    images: Tensor,
-    labels: Tensor,
-    /// The shard's share of the batch.
-    weight: f64,
-}
-
-struct Job {
-    shard: Option<Shard>,
-    loss: ShardLoss,
-}
-
-/// A shard's logits and mean loss.
-type ShardResult = Option<(Tensor, f64)>;
 
 struct Worker {
     rank: usize,
@@ -275,72 +255,5 @@ impl Drop for ReplicaGroup {
                 let _ = t.join();
             }
         }
-    }
-}
-
-/// What a rank works on: its parameters and buffers in the store's order.
-struct RankState {
-    entries: Vec<Var>,
-    params: Vec<Var>,
-}
-
-/// Rank 0's reduced gradients (one per parameter; `None` where rank 0's backward gave none).
-type Reduced = Option<Vec<Option<Tensor>>>;
-
-impl RankState {
-    fn new(vars: &VarStore) -> Self {
-        Self {
-            entries: vars.entries().into_iter().map(|e| e.var).collect(),
-            params: vars.parameters(),
-        }
-    }
-
-    /// Steps 1–3 of the module docs for one rank.
-    fn step(
-        &self,
-        model: &dyn ModuleT,
-        collective: &mut dyn Collective,
-        job: &Job,
-    ) -> Result<(Reduced, ShardResult)> {
-        let rank = collective.rank();
-        let state: Vec<Tensor> = self.entries.iter().map(|v| v.as_tensor().clone()).collect();
-        let synced = collective.broadcast(&state, 0)?;
-        if rank != 0 {
-            for (v, t) in self.entries.iter().zip(&synced) {
-                v.set(t)?;
-            }
-        }
-        let (grads, out) = match &job.shard {
-            Some(shard) => {
-                let logits = model.forward_t(&shard.images, true)?;
-                let loss = (job.loss)(&logits, &shard.labels)?;
-                let grads = loss.affine(shard.weight, 0.0)?.backward()?;
-                let value = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
-                let grads: Vec<Option<Tensor>> = self
-                    .params
-                    .iter()
-                    .map(|p| grads.get(p.as_tensor()).cloned())
-                    .collect();
-                (grads, Some((logits.detach(), value)))
-            }
-            None => (vec![None; self.params.len()], None),
-        };
-        let has: Vec<bool> = grads.iter().map(Option::is_some).collect();
-        let dense = grads
-            .into_iter()
-            .zip(&self.params)
-            .map(|(g, p)| match g {
-                Some(g) => Ok(g),
-                None => p.as_tensor().zeros_like(),
-            })
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        let reduced = collective.reduce_sum(&dense, 0)?;
-        let reduced = reduced.map(|sums| {
-            sums.into_iter()
-                .zip(has)
-                .map(|(s, has)| has.then_some(s))
-                .collect()
-        });
-        Ok((reduced, out))
     }
 }

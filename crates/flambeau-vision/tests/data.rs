@@ -94,6 +94,78 @@ fn loader_resumes_mid_epoch_exactly() {
     assert_eq!(resumed.state().epoch, 2);
 }
 
+/// A loader over `n` examples with batches of `batch`.
+fn loader_of(n: usize, batch: usize) -> DataLoader {
+    let cfg = LoaderConfig {
+        batch_size: batch,
+        augment: Some(Augment::default()),
+        seed: 5,
+        ..Default::default()
+    };
+    DataLoader::new(Arc::new(Synthetic::train(n, 1)), cfg, &Device::Cpu).unwrap()
+}
+
+#[test]
+fn shards_of_w_ranks_make_the_batches_of_one_loader_w_times_larger() {
+    // 48 examples: 3 ranks × batch 4 = one loader with batch 12, batch for batch, augmentation
+    // included, every epoch.
+    let mut whole = loader_of(48, 12);
+    let mut ranks: Vec<DataLoader> = (0..3)
+        .map(|r| loader_of(48, 4).sharded(r, 3).unwrap())
+        .collect();
+    assert!(ranks
+        .iter()
+        .all(|l| l.len() == whole.len() && l.examples() == 16));
+    for _epoch in 0..2 {
+        let expected = epoch_batches(&mut whole);
+        let shards: Vec<_> = ranks.iter_mut().map(epoch_batches).collect();
+        for (k, (indices, pixels)) in expected.iter().enumerate() {
+            let per_image = pixels.len() / indices.len();
+            let mut seen = Vec::new();
+            for shard in &shards {
+                let (ix, px) = &shard[k];
+                for (j, &i) in ix.iter().enumerate() {
+                    let at = indices.iter().position(|&e| e == i).expect("in the batch");
+                    assert_eq!(
+                        px[j * per_image..(j + 1) * per_image],
+                        pixels[at * per_image..(at + 1) * per_image],
+                        "example {i}: same augmentation as in the whole batch"
+                    );
+                    seen.push(i);
+                }
+            }
+            seen.sort();
+            let mut want = indices.clone();
+            want.sort();
+            assert_eq!(seen, want, "batch {k}");
+        }
+    }
+}
+
+#[test]
+fn shards_are_padded_like_distributed_sampler() {
+    // 10 examples over 3 ranks: 4 each, the last two positions wrapping to the order's start.
+    let l = loader_of(10, 4);
+    let order = l.order(0);
+    let mut all = Vec::new();
+    for r in 0..3 {
+        let mut shard = loader_of(10, 4).sharded(r, 3).unwrap();
+        assert_eq!(shard.examples(), 4);
+        let ix: Vec<usize> = epoch_batches(&mut shard)
+            .into_iter()
+            .flat_map(|b| b.0)
+            .collect();
+        assert_eq!(ix.len(), 4);
+        all.extend(ix);
+    }
+    all.sort();
+    let mut want = order.clone();
+    want.extend(&order[..2]);
+    want.sort();
+    assert_eq!(all, want);
+    assert!(loader_of(10, 4).sharded(3, 3).is_err());
+}
+
 #[test]
 fn cifar10_binary_reader() {
     let dir = tempfile::tempdir().unwrap();

@@ -4,6 +4,12 @@
 //! The order of epoch `e` is a shuffle seeded by `(seed, e)`, and the augmentation of the sample
 //! at position `p` of that order is seeded by `(seed, e, p)`: nothing depends on which thread
 //! prepared what, so a run stopped after any batch resumes bit-identically.
+//!
+//! A [sharded](DataLoader::sharded) loader reads one rank's part of every epoch as PyTorch's
+//! `DistributedSampler` does: the order padded (from its start) to a multiple of the world size,
+//! rank `r` taking positions `r, r + W, r + 2W, …`. So batch `k` of the W ranks (batch size `b`
+//! each) holds exactly the positions of batch `k` of one loader with batch size `W·b`, with the
+//! same augmentation.
 
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
@@ -79,6 +85,8 @@ pub struct DataLoader {
     config: LoaderConfig,
     device: Device,
     state: LoaderState,
+    /// `(rank, world)` when this loader reads one rank's shard.
+    shard: Option<(usize, usize)>,
 }
 
 impl std::fmt::Debug for DataLoader {
@@ -110,12 +118,38 @@ impl DataLoader {
             config,
             device: device.clone(),
             state,
+            shard: None,
         })
+    }
+
+    /// This loader reading only rank `rank`'s shard of a group of `world` ranks (see the module
+    /// docs): every rank gets `ceil(len / world)` examples per epoch.
+    pub fn sharded(mut self, rank: usize, world: usize) -> Result<Self> {
+        if rank >= world {
+            return Err(Error::Config(format!(
+                "rank {rank} is not a rank of a group of {world}"
+            )));
+        }
+        self.shard = (world > 1).then_some((rank, world));
+        Ok(self)
+    }
+
+    /// `(rank, world)` of a sharded loader.
+    pub fn shard(&self) -> Option<(usize, usize)> {
+        self.shard
+    }
+
+    /// Examples this loader reads per epoch (its shard's, padded, when sharded).
+    pub fn examples(&self) -> usize {
+        match self.shard {
+            Some((_, world)) => self.dataset.len().div_ceil(world),
+            None => self.dataset.len(),
+        }
     }
 
     /// Batches per epoch.
     pub fn len(&self) -> usize {
-        let (n, b) = (self.dataset.len(), self.config.batch_size);
+        let (n, b) = (self.examples(), self.config.batch_size);
         if self.config.drop_last {
             n / b
         } else {
@@ -152,12 +186,24 @@ impl DataLoader {
         order
     }
 
+    /// The positions of the epoch's order this loader reads, in turn: all of them, or a
+    /// shard's (positions past the end wrap to the start, as `DistributedSampler` pads).
+    fn positions(&self) -> Vec<usize> {
+        match self.shard {
+            Some((rank, world)) => {
+                let padded = self.examples() * world;
+                (rank..padded).step_by(world).collect()
+            }
+            None => (0..self.dataset.len()).collect(),
+        }
+    }
+
     /// The remaining batches of the current epoch, prepared in the background. Each batch taken
     /// advances [`state`](Self::state); after the last one the loader moves to the next epoch.
     pub fn epoch(&mut self) -> EpochIter<'_> {
         let epoch = self.state.epoch;
         let total = self.len() as u64;
-        let order = Arc::new(self.order(epoch));
+        let order = Arc::new((self.order(epoch), self.positions()));
         let (tx, rx) = sync_channel(self.config.prefetch.max(1));
         let dataset = Arc::clone(&self.dataset);
         let config = self.config.clone();
@@ -183,21 +229,23 @@ impl DataLoader {
 /// A batch as prepared on a worker: pixels, labels, dataset indices and `[C, H, W]`.
 type HostBatch = (Vec<f32>, Vec<u32>, Vec<usize>, [usize; 3]);
 
-/// Loads, augments and normalises batch `b` of the epoch in parallel over its examples.
+/// Loads, augments and normalises batch `b` of the epoch in parallel over its examples:
+/// `positions[b·size..]` of the epoch's `order`, wrapping past its end.
 fn make_batch(
     dataset: &dyn Dataset,
     config: &LoaderConfig,
-    order: &[usize],
+    (order, positions): &(Vec<usize>, Vec<usize>),
     seed: u64,
     epoch: u64,
     b: usize,
 ) -> Result<HostBatch> {
     let lo = b * config.batch_size;
-    let hi = (lo + config.batch_size).min(order.len());
-    let samples: Vec<Sample> = (lo..hi)
-        .into_par_iter()
-        .map(|pos| {
-            let mut s = dataset.get(order[pos])?;
+    let hi = (lo + config.batch_size).min(positions.len());
+    let index = |pos: usize| order[pos % order.len()];
+    let samples: Vec<Sample> = positions[lo..hi]
+        .par_iter()
+        .map(|&pos| {
+            let mut s = dataset.get(index(pos))?;
             if let Some(aug) = &config.augment {
                 let mut rng = SplitMix64::new(derive(&[seed, epoch, pos as u64, 1]));
                 aug.apply(&mut s, &mut rng);
@@ -212,17 +260,18 @@ fn make_batch(
     let chw = [first.channels, first.height, first.width];
     let mut pixels = Vec::with_capacity(samples.len() * chw.iter().product::<usize>());
     let mut labels = Vec::with_capacity(samples.len());
-    for (s, pos) in samples.iter().zip(lo..hi) {
+    let indices: Vec<usize> = positions[lo..hi].iter().map(|&p| index(p)).collect();
+    for (s, &i) in samples.iter().zip(&indices) {
         if [s.channels, s.height, s.width] != chw {
             return Err(Error::Dataset(format!(
                 "example {} is {}x{}x{}, the batch's first is {}x{}x{}: images in a batch must share a size",
-                order[pos], s.channels, s.height, s.width, chw[0], chw[1], chw[2]
+                i, s.channels, s.height, s.width, chw[0], chw[1], chw[2]
             )));
         }
         pixels.extend_from_slice(&s.pixels);
         labels.push(s.label);
     }
-    Ok((pixels, labels, order[lo..hi].to_vec(), chw))
+    Ok((pixels, labels, indices, chw))
 }
 
 /// The batches of one epoch (see [`DataLoader::epoch`]).
