@@ -238,7 +238,7 @@ mod tests {
         let b = sd(&[("w", &[1.0, 2.5]), ("b", &[0.5])]);
         let d = diff(&a, &b).unwrap();
         assert_eq!(d.rule, Some(KeyRule::strip_prefix("module.")));
-        assert!(d.rule_cause.unwrap().contains("DataParallel"));
+        assert!(d.rule_cause.as_ref().unwrap().contains("DataParallel"));
         assert!(d.only_in_a.is_empty() && d.only_in_b.is_empty());
         assert_eq!(d.values.len(), 2);
         assert_eq!(d.values[0].max_abs, 0.5);
