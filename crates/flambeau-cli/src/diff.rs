@@ -79,7 +79,10 @@ fn print_text(args: &Args, d: &StateDictDiff, na: usize, nb: usize) {
     println!("A: {} ({na} tensors)", args.a.display());
     println!("B: {} ({nb} tensors)", args.b.display());
     if let (Some(rule), Some(cause)) = (&d.rule, &d.rule_cause) {
-        println!("key rule: {} ({cause}); compared after applying it", rule_text(rule));
+        println!(
+            "key rule: {} ({cause}); compared after applying it",
+            rule_text(rule)
+        );
     }
     list("only in A", &d.only_in_a);
     list("only in B", &d.only_in_b);
@@ -87,7 +90,12 @@ fn print_text(args: &Args, d: &StateDictDiff, na: usize, nb: usize) {
     if !d.shape_differs.is_empty() {
         println!("shape differs ({}):", d.shape_differs.len());
         for s in &d.shape_differs {
-            println!("  {}: {} in A, {} in B", s.key, shape(&s.a.shape), shape(&s.b.shape));
+            println!(
+                "  {}: {} in A, {} in B",
+                s.key,
+                shape(&s.a.shape),
+                shape(&s.b.shape)
+            );
         }
     }
     if !d.dtype_differs.is_empty() {
@@ -107,13 +115,24 @@ fn print_text(args: &Args, d: &StateDictDiff, na: usize, nb: usize) {
         d.values.len()
     );
     if !changed.is_empty() {
-        let width = changed.iter().take(SHOWN).map(|v| v.key.len()).max().unwrap_or(3);
+        let width = changed
+            .iter()
+            .take(SHOWN)
+            .map(|v| v.key.len())
+            .max()
+            .unwrap_or(3);
         println!("  {:width$}  {:>12}  {:>12}", "key", "max abs", "max rel");
         for v in changed.iter().take(SHOWN) {
-            println!("  {:width$}  {:>12.4e}  {:>12.4e}", v.key, v.max_abs, v.max_rel);
+            println!(
+                "  {:width$}  {:>12.4e}  {:>12.4e}",
+                v.key, v.max_abs, v.max_rel
+            );
         }
         if changed.len() > SHOWN {
-            println!("  … {} more (--json lists every tensor)", changed.len() - SHOWN);
+            println!(
+                "  … {} more (--json lists every tensor)",
+                changed.len() - SHOWN
+            );
         }
     }
     println!(
@@ -127,9 +146,7 @@ fn print_text(args: &Args, d: &StateDictDiff, na: usize, nb: usize) {
 }
 
 fn to_json(d: &StateDictDiff, na: usize, nb: usize) -> Json {
-    let spec = |s: &flambeau_core::diff::SpecDiff| {
-        json!({"key": s.key, "a": {"shape": s.a.shape, "dtype": s.a.dtype}, "b": {"shape": s.b.shape, "dtype": s.b.dtype}})
-    };
+    let spec = |s: &flambeau_core::diff::SpecDiff| json!({"key": s.key, "a": {"shape": s.a.shape, "dtype": s.a.dtype}, "b": {"shape": s.b.shape, "dtype": s.b.dtype}});
     // JSON has no infinity: a NaN against a number is reported as null.
     let num = |x: f64| if x.is_finite() { json!(x) } else { Json::Null };
     json!({

@@ -55,7 +55,11 @@ const CASES: &[(&str, i32, &str)] = &[
     ("pre_1_2_batchnorm.pth", 0, "predate them"),
     ("dataparallel.pth", 1, "--strip-prefix module."),
     ("compiled.pth", 1, "--strip-prefix _orig_mod."),
-    ("lightning.ckpt", 1, "--select state_dict --strip-prefix model."),
+    (
+        "lightning.ckpt",
+        1,
+        "--select state_dict --strip-prefix model.",
+    ),
     ("training.pth", 1, "--select model_state_dict"),
     ("head100.pth", 1, "only the head `fc` differs"),
     ("no_counters.pth", 1, "num_batches_tracked"),
@@ -87,7 +91,10 @@ fn doctor_names_each_classic_failure_and_its_fix_loads() {
             assert_eq!(report["fix"]["strict"], false);
             assert_eq!(after, 1, "{again:#}");
             let says = again["pytorch_says"].as_str().unwrap();
-            assert!(says.contains(r#"Missing key(s) in state_dict: "fc.weight", "fc.bias". "#), "{says}");
+            assert!(
+                says.contains(r#"Missing key(s) in state_dict: "fc.weight", "fc.bias". "#),
+                "{says}"
+            );
             assert!(!says.contains("size mismatch"), "{says}");
         } else {
             assert_eq!(after, 0, "{file} → {}: {again:#}", fixed.display());
@@ -112,7 +119,10 @@ for path in sys.argv[1:]:
     sd = load_file(path) if path.endswith(".safetensors") else torch.load(path)
     print(path, Net().load_state_dict(sd))
 "#;
-    let paths: Vec<&str> = fixed_files.iter().map(|(_, p)| p.to_str().unwrap()).collect();
+    let paths: Vec<&str> = fixed_files
+        .iter()
+        .map(|(_, p)| p.to_str().unwrap())
+        .collect();
     let printed = run_python(&python, script, &paths);
     assert_eq!(
         printed.matches("<All keys matched successfully>").count(),
@@ -137,7 +147,10 @@ fn doctor_on_resnet18_files_made_by_pytorch() {
         .as_str()
         .unwrap()
         .contains("size mismatch for fc.weight: copying a param with shape torch.Size([10, 512]) from checkpoint, the shape in current model is torch.Size([1000, 512])."));
-    assert!(report.to_string().contains("--num-classes 10"), "{report:#}");
+    assert!(
+        report.to_string().contains("--num-classes 10"),
+        "{report:#}"
+    );
 
     for (file, words) in [
         ("dataparallel.pth", "--strip-prefix module."),
@@ -162,10 +175,16 @@ fn doctor_on_resnet18_files_made_by_pytorch() {
         assert_eq!(code, 0, "{file}: {again:#}");
         std::fs::remove_file(fixed).unwrap();
     }
-    let (code, report) = doctor(&large_fixture("doctor/resnet18_head100.pth").unwrap(), &arch);
+    let (code, report) = doctor(
+        &large_fixture("doctor/resnet18_head100.pth").unwrap(),
+        &arch,
+    );
     assert_eq!(code, 1, "{report:#}");
     // The pre-1.2 file loads as is, into the bigger architecture not at all.
-    let (code, _) = doctor(&large_fixture("doctor/resnet18_pre_1_2_batchnorm.pth").unwrap(), &arch);
+    let (code, _) = doctor(
+        &large_fixture("doctor/resnet18_pre_1_2_batchnorm.pth").unwrap(),
+        &arch,
+    );
     assert_eq!(code, 0);
     let (code, report) = doctor(&ok, &["--arch", "resnet50", "--num-classes", "10"]);
     assert_eq!(code, 2, "{report:#}");
@@ -184,7 +203,10 @@ fn doctor_text_quotes_pytorch() {
     ]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("RuntimeError: Error(s) in loading state_dict for Module:\n  \tMissing key(s) in state_dict: \"conv1.weight\""), "{out}");
-    assert!(out.contains("consume_prefix_in_state_dict_if_present(sd, \"module.\")"), "{out}");
+    assert!(
+        out.contains("consume_prefix_in_state_dict_if_present(sd, \"module.\")"),
+        "{out}"
+    );
     assert!(out.contains("verdict: does not load as is"), "{out}");
 }
 
@@ -202,8 +224,14 @@ fn diff_on_files_made_by_pytorch() {
     // The same weights under DataParallel's names: identical once the rule is applied.
     let (code, out) = flambeau_code(&["diff", &dp, &ok]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("key rule: B = A with `module.` stripped"), "{out}");
-    assert!(out.contains("values: 0 of 8 common tensors differ"), "{out}");
+    assert!(
+        out.contains("key rule: B = A with `module.` stripped"),
+        "{out}"
+    );
+    assert!(
+        out.contains("values: 0 of 8 common tensors differ"),
+        "{out}"
+    );
 
     let (code, out) = flambeau_code(&["diff", &ok, &bias, "--json"]);
     assert_eq!(code, 1, "{out}");
@@ -225,11 +253,17 @@ fn diff_on_files_made_by_pytorch() {
     assert_eq!(d["dtype_differs"].as_array().unwrap().len(), 7, "{d:#}");
     assert_eq!(d["dtype_differs"][0]["b"]["dtype"], "float16");
     let max_abs = d["max_abs"].as_f64().unwrap();
-    assert!((max_abs - expected["fp16_max_abs"].as_f64().unwrap()).abs() < 1e-9, "{d:#}");
+    assert!(
+        (max_abs - expected["fp16_max_abs"].as_f64().unwrap()).abs() < 1e-9,
+        "{d:#}"
+    );
 
     let (code, out) = flambeau_code(&["diff", &ok, &head]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("fc.weight: [10, 4] in A, [100, 4] in B"), "{out}");
+    assert!(
+        out.contains("fc.weight: [10, 4] in A, [100, 4] in B"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -243,7 +277,10 @@ fn bad_inputs_give_clear_errors() {
     for (args, words) in [
         (vec!["doctor", missing, "--arch", "resnet18"], "model.pth"),
         (vec!["doctor", text, "--arch", "resnet18"], "not a"),
-        (vec!["doctor", ok, "--arch", "resnet9"], "unknown architecture `resnet9`"),
+        (
+            vec!["doctor", ok, "--arch", "resnet9"],
+            "unknown architecture `resnet9`",
+        ),
         (vec!["doctor", ok, "--model", missing], "model.pth"),
         (vec!["diff", missing, ok], "model.pth"),
         (vec!["diff", ok, text], "notes.pth"),

@@ -166,9 +166,11 @@ pub fn diff(a: &StateDict, b: &StateDict) -> Result<StateDictDiff> {
         }
         match (values(va)?, values(&vb)?) {
             (Some(x), Some(y)) => out.values.push(compare(key, &x, &y)),
-            _ => out
-                .not_compared
-                .push((key.to_string(), "no single real value per element (sparse, complex or per-channel quantized)".into())),
+            _ => out.not_compared.push((
+                key.to_string(),
+                "no single real value per element (sparse, complex or per-channel quantized)"
+                    .into(),
+            )),
         }
     }
     Ok(out)
@@ -253,7 +255,10 @@ mod tests {
         let mut b = sd(&[("w", &[1.0, 2.0, 3.0]), ("y", &[1.0])]);
         b.insert(
             "z",
-            Tensor::new(&[1.0f64], &Device::Cpu).unwrap().to_dtype(DType::F16).unwrap(),
+            Tensor::new(&[1.0f64], &Device::Cpu)
+                .unwrap()
+                .to_dtype(DType::F16)
+                .unwrap(),
         );
         let mut a2 = a.clone();
         a2.insert("z", Tensor::new(&[1.0f32], &Device::Cpu).unwrap());

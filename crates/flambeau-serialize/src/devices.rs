@@ -35,7 +35,11 @@ impl Resolver for Locations {
 /// index files, directories).
 pub fn storage_locations(path: impl AsRef<Path>) -> Result<Vec<String>> {
     let path = path.as_ref();
-    if path.is_dir() || path.extension().is_some_and(|e| e == "safetensors" || e == "json") {
+    if path.is_dir()
+        || path
+            .extension()
+            .is_some_and(|e| e == "safetensors" || e == "json")
+    {
         return Ok(Vec::new());
     }
     let data = std::fs::read(path).map_err(|e| crate::files::read_error(path, e))?;

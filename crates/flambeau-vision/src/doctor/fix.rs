@@ -153,13 +153,24 @@ impl Fix {
             .rules
             .iter()
             .any(|r| matches!(r, KeyRule::Drop(_) | KeyRule::Rename { .. }));
-        lines.push(if needs_re { "import re, torch" } else { "import torch" }.to_string());
+        lines.push(
+            if needs_re {
+                "import re, torch"
+            } else {
+                "import torch"
+            }
+            .to_string(),
+        );
         let select = self
             .select
             .as_ref()
             .map(|k| format!("[{}]", py_str(k)))
             .unwrap_or_default();
-        let module = if self.whole_module { ".state_dict()" } else { "" };
+        let module = if self.whole_module {
+            ".state_dict()"
+        } else {
+            ""
+        };
         lines.push(match self.opener {
             Opener::JitLoad => {
                 format!("sd = torch.jit.load({file}, map_location=\"cpu\").state_dict()")
@@ -184,7 +195,9 @@ impl Fix {
                     "torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(sd, {})",
                     py_str(p)
                 ),
-                KeyRule::AddPrefix(p) => format!("sd = {{{} + k: v for k, v in sd.items()}}", py_str(p)),
+                KeyRule::AddPrefix(p) => {
+                    format!("sd = {{{} + k: v for k, v in sd.items()}}", py_str(p))
+                }
                 KeyRule::Rename {
                     pattern,
                     replacement,

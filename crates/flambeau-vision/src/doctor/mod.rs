@@ -61,7 +61,11 @@ pub fn diagnose_file(path: impl AsRef<Path>, target: &Target) -> Result<DoctorRe
     let mut notes = Vec::new();
     let mut diagnosis: Vec<Diagnosis> = Vec::new();
     let first = vs.load_state_dict(sd, &LoadOptions::default());
-    let first_incompatible = first.as_ref().err().and_then(LoadError::incompatible).cloned();
+    let first_incompatible = first
+        .as_ref()
+        .err()
+        .and_then(LoadError::incompatible)
+        .cloned();
     let mut attempt = first.map(|r| (r, None)).map_err(Box::new);
     let mut rounds = 0;
     while let Err(err) = &attempt {
@@ -79,7 +83,9 @@ pub fn diagnose_file(path: impl AsRef<Path>, target: &Target) -> Result<DoctorRe
         if fix == before || rounds >= MAX_ROUNDS {
             break;
         }
-        attempt = try_fix(&vs, sd, &fix).map(|r| (r, Some(()))).map_err(Box::new);
+        attempt = try_fix(&vs, sd, &fix)
+            .map(|r| (r, Some(())))
+            .map_err(Box::new);
     }
 
     let pytorch_says = pytorch_says(&findings, first_incompatible.as_ref(), &attempt, &vs);
@@ -139,7 +145,10 @@ pub fn diagnose_file(path: impl AsRef<Path>, target: &Target) -> Result<DoctorRe
 
 /// The checkpoint's state dict with the fix's key rules applied (and its module versions
 /// dropped when asked), as `flambeau convert` writes it.
-pub fn apply_fix(sd: &StateDict, fix: &Fix) -> std::result::Result<StateDict, flambeau_core::Error> {
+pub fn apply_fix(
+    sd: &StateDict,
+    fix: &Fix,
+) -> std::result::Result<StateDict, flambeau_core::Error> {
     let mut out = sd.clone();
     for rule in &fix.rules {
         out = out.map_keeping_raw(|s| rule.apply(s, &[]))?;

@@ -76,11 +76,7 @@ impl fmt::Display for DoctorReport {
             format!(" under \"{}\"", self.weights_at)
         };
         writeln!(f, "file:  {} ({})", self.file.display(), self.format)?;
-        writeln!(
-            f,
-            "       {} tensors{place}: {}",
-            self.tensors, self.layout
-        )?;
+        writeln!(f, "       {} tensors{place}: {}", self.tensors, self.layout)?;
         writeln!(f, "model: {}", self.target)?;
         writeln!(f)?;
         match &self.pytorch_says {

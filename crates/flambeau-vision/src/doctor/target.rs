@@ -53,12 +53,13 @@ impl Target {
                 Ok(vs)
             }
             Target::Reference(path) => {
-                let value = flambeau_serialize::open(path, &LoadConfig::default()).map_err(
-                    |source| Error::Checkpoint {
-                        path: path.clone(),
-                        source: Box::new(source),
-                    },
-                )?;
+                let value =
+                    flambeau_serialize::open(path, &LoadConfig::default()).map_err(|source| {
+                        Error::Checkpoint {
+                            path: path.clone(),
+                            source: Box::new(source),
+                        }
+                    })?;
                 let found = find_state_dict(&value).map_err(|source| Error::Checkpoint {
                     path: path.clone(),
                     source: Box::new(source),
