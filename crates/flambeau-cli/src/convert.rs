@@ -118,6 +118,16 @@ pub fn run(args: &Args) -> Result<()> {
             )
         })?;
     }
+    // A whole pickled model (torch.save(model)) is written as its state dict: torch.load's
+    // default refuses the module's class.
+    if let (Value::Object(o), Some(sd)) = (&v, flambeau_serialize::state_dict_from_module(&v)) {
+        println!(
+            "a whole pickled {} → its state dict ({} tensors)",
+            o.class,
+            sd.len()
+        );
+        v = sd.to_value();
+    }
     let to_safetensors = args.output.extension().is_some_and(|e| e == "safetensors");
     if let Some(size) = &args.max_shard_size {
         let max = flambeau_serialize::sharded::parse_size(size)?;

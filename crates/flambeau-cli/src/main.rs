@@ -2,6 +2,8 @@
 
 mod convert;
 mod data;
+mod diff;
+mod doctor;
 mod eval;
 mod inspect;
 mod model;
@@ -43,6 +45,12 @@ enum Command {
     },
     /// Convert between .pth (zip or legacy in, zip out) and .safetensors, fixing keys on the way.
     Convert(convert::Args),
+    /// Why a checkpoint will not load into a model, in PyTorch's words, and the fix
+    /// (exit code 0: loads as is, 1: the printed fix makes it load, 2: cannot load).
+    Doctor(doctor::Args),
+    /// How two checkpoints differ: keys, shapes, dtypes and values (exit code 0: identical,
+    /// 1: different, 2: error).
+    Diff(diff::Args),
 }
 
 fn main() -> Result<()> {
@@ -51,6 +59,8 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Inspect { file, json, stats } => inspect::run(&file, json, stats),
         Command::Convert(args) => convert::run(&args),
+        Command::Doctor(args) => std::process::exit(doctor::run(&args)),
+        Command::Diff(args) => std::process::exit(diff::run(&args)),
         // The loops run inside rayon's pool, where parallel kernels fork and join directly.
         Command::Train(args) => flambeau_kernels::runtime::on_worker(|| train::run(&args)),
         Command::Eval(args) => flambeau_kernels::runtime::on_worker(|| eval::run(&args)),

@@ -187,7 +187,7 @@ impl StateDict {
 
 /// One step of key surgery, applied to a checkpoint's keys before they are matched against the
 /// model. Rules compose: `[StripPrefix("module."), StripPrefix("_orig_mod.")]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyRule {
     /// Remove a prefix from the keys that have it (DataParallel's `module.`).
     StripPrefix(String),

@@ -20,6 +20,7 @@
 
 mod archive;
 pub mod checkpoint;
+mod devices;
 mod error;
 mod files;
 mod find;
@@ -34,6 +35,7 @@ mod storage;
 mod torchscript;
 
 pub use checkpoint::{Checkpoint, CheckpointManager, Layout};
+pub use devices::{storage_locations, storage_locations_bytes};
 pub use error::{Error, Result};
 pub use find::{find_state_dict, state_dict_from_module, FoundStateDict};
 pub use load::{is_torchscript, load, load_bytes, load_state_dict_file, LoadConfig};

@@ -7,8 +7,11 @@
 //! - [`data`]: an embedded procedural dataset (no download), CIFAR-10's binary format, image
 //!   folders, standard augmentation, and a [`data::DataLoader`] with background batch
 //!   preparation and a resumable, seeded order.
+//! - [`doctor`]: why a checkpoint will not load into a model, and the fix, checked
+//!   (`flambeau doctor`).
 
 pub mod data;
+pub mod doctor;
 pub mod error;
 pub mod models;
 

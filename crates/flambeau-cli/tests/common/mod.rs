@@ -20,3 +20,12 @@ pub fn flambeau(args: &[&str]) -> (bool, String) {
         .unwrap();
     (o.status.success(), text(&o))
 }
+
+/// Runs `flambeau ARGS`: its exit code, and what it printed (stdout then stderr).
+pub fn flambeau_code(args: &[&str]) -> (i32, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_flambeau"))
+        .args(args)
+        .output()
+        .unwrap();
+    (o.status.code().unwrap_or(-1), text(&o))
+}

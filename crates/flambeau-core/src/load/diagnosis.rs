@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::fmt;
 
 use super::shape_mismatch::ShapeMismatch;
+use crate::keys::KeyRule;
 
 /// A likely cause of a mismatch and the one-line fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,6 +14,51 @@ pub struct Diagnosis {
     pub cause: String,
     /// The call that fixes it.
     pub fix: String,
+    /// The fix as a value, for tools that rewrite the file (`flambeau doctor`).
+    pub remedy: Remedy,
+}
+
+/// What makes the checkpoint load, as a value a tool can apply or print.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Remedy {
+    /// Apply these key rules to the checkpoint; the model then loads strictly.
+    Rules(Vec<KeyRule>),
+    /// Apply these key rules (maybe none), then load with `strict=False`: some model keys keep
+    /// their initial values (a new head, a smaller checkpoint).
+    NonStrict(Vec<KeyRule>),
+    /// Forget the checkpoint's module versions (`_metadata`): BatchNorm then fills in the
+    /// `num_batches_tracked` counters the checkpoint lacks, as for a pre-1.2 file.
+    ForgetModuleVersions,
+}
+
+/// A wrapper prefix found on one side of a key comparison, and how much it explains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrefixMatch {
+    /// The prefix, with its trailing dot (`module.`).
+    pub prefix: String,
+    /// True when the checkpoint's keys carry the prefix (strip it), false when the model's do
+    /// (add it to the checkpoint's).
+    pub strip: bool,
+    /// Keys the prefix pairs up.
+    pub hits: usize,
+    /// Keys on the prefixed side.
+    pub total: usize,
+}
+
+impl PrefixMatch {
+    /// The key rule that maps the checkpoint's keys onto the model's.
+    pub fn rule(&self) -> KeyRule {
+        if self.strip {
+            KeyRule::strip_prefix(self.prefix.clone())
+        } else {
+            KeyRule::add_prefix(self.prefix.clone())
+        }
+    }
+
+    /// What produces this prefix (DataParallel, torch.compile, …), in the user's terms.
+    pub fn cause(&self) -> String {
+        cause_of(&self.prefix)
+    }
 }
 
 impl fmt::Display for Diagnosis {
@@ -103,15 +149,20 @@ fn cause_of(prefix: &str) -> String {
         })
 }
 
-/// A wrapper prefix on one side only: DataParallel's `module.`, torch.compile's `_orig_mod.`, ….
-fn prefix_diagnosis(
+/// The wrapper prefix (DataParallel's `module.`, torch.compile's `_orig_mod.`, Lightning's
+/// `model.`, or a first segment every key shares) that best pairs `unexpected` checkpoint keys
+/// with `missing` model keys (`filled` count as model keys too). `None` when no prefix explains
+/// at least half of the smaller side: a stray key or two is a coincidence, not the cause.
+///
+/// The one prefix detector: `load_state_dict`'s diagnosis, `flambeau doctor` and the state-dict
+/// diff all use it.
+pub fn find_prefix(
     missing: &[String],
     filled: &[String],
     unexpected: &[String],
-    out: &mut Vec<Diagnosis>,
-) -> bool {
+) -> Option<PrefixMatch> {
     if missing.is_empty() || unexpected.is_empty() {
-        return false;
+        return None;
     }
     let missing_set: HashSet<&str> = missing.iter().chain(filled).map(String::as_str).collect();
     let unexpected_set: HashSet<&str> = unexpected.iter().map(String::as_str).collect();
@@ -119,54 +170,67 @@ fn prefix_diagnosis(
     candidates.extend(common_first_segment(unexpected));
     candidates.extend(common_first_segment(missing));
 
-    // (explained pairs, prefix, checkpoint has the prefix?)
-    let mut best: Option<(usize, String, bool)> = None;
+    let mut best: Option<PrefixMatch> = None;
     for p in &candidates {
         for (hits, strip) in [
             (count_stripped(unexpected, &missing_set, p), true),
             (count_stripped(missing, &unexpected_set, p), false),
         ] {
-            if hits > 0 && best.as_ref().is_none_or(|(h, _, _)| hits > *h) {
-                best = Some((hits, p.clone(), strip));
+            if hits > 0 && best.as_ref().is_none_or(|b| hits > b.hits) {
+                let total = if strip {
+                    unexpected.len()
+                } else {
+                    missing.len()
+                };
+                best = Some(PrefixMatch {
+                    prefix: p.clone(),
+                    strip,
+                    hits,
+                    total,
+                });
             }
         }
     }
-    let Some((hits, prefix, strip)) = best else {
+    best.filter(|b| b.hits * 2 >= missing.len().min(unexpected.len()))
+}
+
+/// A wrapper prefix on one side only: DataParallel's `module.`, torch.compile's `_orig_mod.`, ….
+fn prefix_diagnosis(
+    missing: &[String],
+    filled: &[String],
+    unexpected: &[String],
+    out: &mut Vec<Diagnosis>,
+) -> bool {
+    let Some(m) = find_prefix(missing, filled, unexpected) else {
         return false;
     };
-    // A prefix that explains only a stray key or two is a coincidence, not the cause.
-    if hits * 2 < missing.len().min(unexpected.len()) {
-        return false;
-    }
-    let total = if strip {
-        unexpected.len()
-    } else {
-        missing.len()
-    };
+    let (hits, total, prefix) = (m.hits, m.total, &m.prefix);
     let share = if hits == total {
         format!("all {total}")
     } else {
         format!("{hits} of the {total}")
     };
-    let diag = if strip {
+    let diag = if m.strip {
         Diagnosis {
             cause: format!(
                 "{share} unexpected keys are model keys with the prefix `{prefix}`: the checkpoint was saved from {}.",
-                cause_of(&prefix)
+                m.cause()
             ),
             fix: format!(
                 "LoadOptions::default().rule(KeyRule::strip_prefix({prefix:?}))  (or `sd.strip_prefix({prefix:?})`; in PyTorch: `consume_prefix_in_state_dict_if_present(sd, {prefix:?})`)"
             ),
+            remedy: Remedy::Rules(vec![m.rule()]),
         }
     } else {
         Diagnosis {
             cause: format!(
                 "{share} missing keys are checkpoint keys with the prefix `{prefix}` added: the model is wrapped ({}) but the checkpoint was saved from the bare model.",
-                cause_of(&prefix)
+                m.cause()
             ),
             fix: format!(
                 "LoadOptions::default().rule(KeyRule::add_prefix({prefix:?}))  (or load into the unwrapped model)"
             ),
+            remedy: Remedy::Rules(vec![m.rule()]),
         }
     };
     out.push(diag);
@@ -188,13 +252,28 @@ fn leftover_diagnosis(missing: &[String], unexpected: &[String], out: &mut Vec<D
             .collect::<Vec<_>>()
             .join(", ")
     };
-    if !missing.is_empty() && unexpected.is_empty() {
+    if !missing.is_empty()
+        && unexpected.is_empty()
+        && missing
+            .iter()
+            .all(|k| k.rsplit('.').next() == Some(super::NUM_BATCHES_TRACKED))
+    {
+        out.push(Diagnosis {
+            cause: format!(
+                "the checkpoint lacks only BatchNorm's `num_batches_tracked` counters ({} of them), yet its module versions (`_metadata`) say BatchNorm ≥ 2, so PyTorch does not fill them in: they were deleted from the dict after saving.",
+                missing.len()
+            ),
+            fix: "LoadOptions::default().strict(false)  (the counters keep the model's value; only BatchNorm with momentum=None reads them), or drop the module versions (`sd.clear_metadata()`) so they are filled in as for a pre-1.2 file".into(),
+            remedy: Remedy::ForgetModuleVersions,
+        });
+    } else if !missing.is_empty() && unexpected.is_empty() {
         out.push(Diagnosis {
             cause: format!(
                 "the checkpoint has no values for part of the model (under {}): it was saved from a smaller or different model.",
                 modules(missing)
             ),
             fix: "LoadOptions::default().strict(false)  (those parameters keep their initial values; check the report's missing_keys)".into(),
+            remedy: Remedy::NonStrict(Vec::new()),
         });
     } else if missing.is_empty() && !unexpected.is_empty() {
         out.push(Diagnosis {
@@ -203,6 +282,7 @@ fn leftover_diagnosis(missing: &[String], unexpected: &[String], out: &mut Vec<D
                 modules(unexpected)
             ),
             fix: "LoadOptions::default().rule(KeyRule::KeepOnlyModelKeys)  (drops the extra entries)".into(),
+            remedy: Remedy::Rules(vec![KeyRule::KeepOnlyModelKeys]),
         });
     }
 }
@@ -227,5 +307,9 @@ fn head_diagnosis(mismatches: &[ShapeMismatch], out: &mut Vec<Diagnosis>) {
             classes(&first.model)
         ),
         fix: "LoadOptions::default().skip_shape_mismatch(true)  (loads everything else and keeps the new head's initial values, listed in the report)".into(),
+        remedy: Remedy::NonStrict(vec![KeyRule::drop(format!(
+            "^{}\\.",
+            regex::escape(&module)
+        ))]),
     });
 }

@@ -3,7 +3,7 @@
 //! The load is all or nothing: every key, shape, dtype cast and device move is checked and
 //! prepared before the first tensor of the model is written.
 
-mod diagnosis;
+pub mod diagnosis;
 mod error;
 mod options;
 mod report;
@@ -11,7 +11,7 @@ mod shape_mismatch;
 
 use candle_core::{Tensor, Var};
 
-pub use diagnosis::Diagnosis;
+pub use diagnosis::{find_prefix, Diagnosis, PrefixMatch, Remedy};
 pub use error::{IncompatibleKeys, LoadError};
 pub use options::LoadOptions;
 pub use report::{DtypeCast, LoadReport};
