@@ -302,7 +302,7 @@ fn bad_requests_get_clear_errors() {
     let cases: [(&[&str], &str); 5] = [
         (
             &["train", "--device", "cuda:0,1", "--out", d],
-            "training on several GPUs at once is not available",
+            "cannot open cuda:0 (this flambeau may be built without CUDA support)",
         ),
         (
             &["train", "--data", "cifar10:/nonexistent", "--out", d],

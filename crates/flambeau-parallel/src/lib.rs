@@ -7,7 +7,8 @@
 //!   `state_dict()` has in PyTorch;
 //! - [`ReplicaGroup`]: data-parallel training with DistributedDataParallel's semantics over
 //!   persistent replicas, one worker thread each, whose gradients meet through a
-//!   [`Collective`] ([`HostCollective`]: host-staged, fixed summation order).
+//!   [`Collective`] ([`HostCollective`]: host-staged, fixed summation order);
+//! - [`ProcessGroup`]: the same step for one process of a multi-process run (torchrun, mpirun).
 //!
 //! ```
 //! use candle_core::{DType, Device, Module, ModuleT, Tensor};
@@ -39,6 +40,7 @@ mod chunk;
 pub mod collective;
 mod data_parallel;
 mod error;
+mod process_group;
 mod rank_step;
 mod replica_group;
 mod replicate;
@@ -48,6 +50,7 @@ pub use chunk::{chunk_sizes, gather, scatter};
 pub use collective::{Collective, HostCollective};
 pub use data_parallel::{DataParallel, MODULE_PREFIX};
 pub use error::{Error, Result};
+pub use process_group::{ProcessGroup, ProcessStep};
 pub use rank_step::ShardLoss;
 pub use replica_group::{ReplicaGroup, StepOutput};
 pub use replicate::{copy_state, replicate, BuildModel, Replica};

@@ -9,9 +9,9 @@ use flambeau_core::{Value, VarStore};
 use flambeau_nn::loss::{accuracy, cross_entropy, CrossEntropyOptions};
 use flambeau_optim::lr_scheduler::LrScheduler;
 use flambeau_optim::Optimizer;
-use flambeau_parallel::{ReplicaGroup, ShardLoss};
+use flambeau_parallel::{ProcessGroup, ReplicaGroup, ShardLoss};
 use flambeau_serialize::{Checkpoint, CheckpointManager};
-use flambeau_vision::data::{DataLoader, LoaderState};
+use flambeau_vision::data::{Batch, DataLoader, LoaderState};
 
 use crate::callback::{BatchEnd, EpochEnd};
 use crate::history::{self, EpochProgress, EpochRecord};
@@ -105,8 +105,31 @@ pub struct Trainer<M> {
     stop: StopSignal,
     /// Whether [`Trainer::resume`] continued a saved run.
     resumed: bool,
-    /// Data-parallel replicas of the model (rank 0 being `model` itself), if any.
-    replicas: Option<ReplicaGroup>,
+    /// How the work is spread: one device, replicas in this process, or processes.
+    parallel: Parallelism,
+}
+
+/// Where the steps of a run are computed.
+enum Parallelism {
+    /// The model alone.
+    None,
+    /// Data-parallel replicas in this process (rank 0 being the model itself).
+    Replicas(ReplicaGroup),
+    /// This process is one rank of a multi-process run.
+    Processes(ProcessGroup),
+}
+
+/// One training step's contribution to the epoch's metrics.
+struct StepMetrics {
+    /// Mean loss.
+    loss: f64,
+    /// Mean loss times samples.
+    loss_sum: f64,
+    correct: f64,
+    samples: f64,
+    /// Stop after this step, as agreed by every rank of a multi-process run (`None`: this
+    /// process alone decides, after the step's callbacks).
+    stop: Option<bool>,
 }
 
 /// The parts of a run a checkpoint is made of, besides the data position.
@@ -145,7 +168,7 @@ impl<M: ModuleT> Trainer<M> {
             config,
             stop: StopSignal::new(),
             resumed: false,
-            replicas: None,
+            parallel: Parallelism::None,
         }
     }
 
@@ -154,13 +177,42 @@ impl<M: ModuleT> Trainer<M> {
     /// the one optimizer steps with the whole batch's gradient. Checkpoints hold rank 0's
     /// model with plain keys, so a run resumes on any number of replicas.
     pub fn with_replicas(mut self, replicas: ReplicaGroup) -> Self {
-        self.replicas = Some(replicas);
+        self.parallel = Parallelism::Replicas(replicas);
+        self
+    }
+
+    /// Trains as one rank of a multi-process run (torchrun, mpirun): the train loader should be
+    /// [sharded](DataLoader::sharded) for this rank. Every rank computes its part of each step;
+    /// rank 0 alone steps the optimizer, validates, and writes checkpoints and metrics; all
+    /// ranks stop after the same step. Every rank resumes from the same checkpoint.
+    pub fn with_process_group(mut self, group: ProcessGroup) -> Self {
+        self.parallel = Parallelism::Processes(group);
         self
     }
 
     /// The data-parallel replicas, if the run has them.
     pub fn replicas(&self) -> Option<&ReplicaGroup> {
-        self.replicas.as_ref()
+        match &self.parallel {
+            Parallelism::Replicas(g) => Some(g),
+            _ => None,
+        }
+    }
+
+    /// This process's rank, if it is one of a multi-process run.
+    pub fn process_group(&self) -> Option<&ProcessGroup> {
+        match &self.parallel {
+            Parallelism::Processes(g) => Some(g),
+            _ => None,
+        }
+    }
+
+    /// Whether this process writes the run's files: always, except on the ranks other than 0
+    /// of a multi-process run.
+    pub fn is_main(&self) -> bool {
+        match &self.parallel {
+            Parallelism::Processes(g) => g.is_main(),
+            _ => true,
+        }
     }
 
     /// Adds a learning-rate scheduler, stepped after every batch when `per_batch` (OneCycleLR)
@@ -237,7 +289,7 @@ impl<M: ModuleT> Trainer<M> {
     /// (`last.pth`, `epoch-NNNN.pth`, `best.pth` when best), and its metrics written; a stop
     /// request or `max_steps` saves `last.pth` and returns [`FitOutcome::Stopped`].
     pub fn fit(&mut self, callback: &mut dyn Callback) -> Result<FitOutcome> {
-        if !self.resumed && !self.config.overwrite {
+        if self.is_main() && !self.resumed && !self.config.overwrite {
             let dir = self.manager.dir();
             if let Some(found) = self.manager.run_files().into_iter().next().or_else(|| {
                 let csv = dir.join(METRICS_CSV);
@@ -268,7 +320,7 @@ impl<M: ModuleT> Trainer<M> {
             if more && max_steps_reached {
                 return Ok(self.stopped(StopReason::MaxSteps));
             }
-            if more && self.stop.requested() {
+            if more && self.agreed_stop()? {
                 return Ok(self.stopped(StopReason::Interrupted));
             }
         }
@@ -330,6 +382,16 @@ impl<M: ModuleT> Trainer<M> {
         &self.config
     }
 
+    /// Whether to stop: this process's request, or any rank's in a multi-process run (every
+    /// rank asks at the same point).
+    fn agreed_stop(&mut self) -> Result<bool> {
+        let local = self.stop.requested();
+        Ok(match &mut self.parallel {
+            Parallelism::Processes(g) => g.any(local)?,
+            _ => local,
+        })
+    }
+
     fn stopped(&self, reason: StopReason) -> FitOutcome {
         FitOutcome::Stopped {
             reason,
@@ -351,32 +413,27 @@ impl<M: ModuleT> Trainer<M> {
         let options = self.config.loss.clone();
         let shard_loss: ShardLoss =
             std::sync::Arc::new(move |logits, labels| cross_entropy(logits, labels, &options));
+        let main = self.is_main();
         for batch in self.train.epoch() {
             let batch = batch?;
-            let (logits, loss) = match self.replicas.as_mut() {
-                Some(group) => {
-                    let out = group.step(&self.model, &batch.images, &batch.labels, &shard_loss)?;
-                    self.s.optimizer.step(&out.grads)?;
-                    (out.logits, out.loss)
-                }
-                None => {
-                    let logits = self.model.forward_t(&batch.images, true)?;
-                    let loss = shard_loss(&logits, &batch.labels)?;
-                    let grads = loss.backward()?;
-                    self.s.optimizer.step(&grads)?;
-                    (logits, loss.to_scalar::<f32>()? as f64)
-                }
-            };
+            let m = train_step(
+                &self.model,
+                &mut self.s,
+                &mut self.parallel,
+                &batch,
+                &shard_loss,
+                self.stop.requested(),
+            )?;
             if self.scheduler_per_batch {
                 if let Some(s) = self.s.scheduler.as_mut() {
                     s.step(self.s.optimizer.as_mut())?;
                 }
             }
-            let n = batch.indices.len() as f64;
+            let loss = m.loss;
             let p = &mut self.s.state.progress;
-            p.loss_sum += loss * n;
-            p.correct += accuracy(&logits, &batch.labels)? * n;
-            p.seen += n;
+            p.loss_sum += m.loss_sum;
+            p.correct += m.correct;
+            p.seen += m.samples;
             p.seconds = seconds_before + began.elapsed().as_secs_f64();
             self.s.state.global_step += 1;
             self.s.state.last_loss = Some(loss);
@@ -392,7 +449,7 @@ impl<M: ModuleT> Trainer<M> {
                 break; // the end of the epoch is saved by finish_epoch
             }
             let step = self.s.state.global_step as u64;
-            if self.stop.requested() {
+            if m.stop.unwrap_or_else(|| self.stop.requested()) {
                 stop = Some(StopReason::Interrupted);
                 break;
             }
@@ -400,7 +457,7 @@ impl<M: ModuleT> Trainer<M> {
                 stop = Some(StopReason::MaxSteps);
                 break;
             }
-            if self.config.save_every > 0 && step.is_multiple_of(self.config.save_every) {
+            if main && self.config.save_every > 0 && step.is_multiple_of(self.config.save_every) {
                 let position = LoaderState {
                     batch: batch_index,
                     ..start
@@ -410,7 +467,7 @@ impl<M: ModuleT> Trainer<M> {
             }
         }
         callback.on_train_end();
-        if stop.is_some() {
+        if main && stop.is_some() {
             let position = self.train.state();
             self.manager
                 .save_last(&self.s.checked_checkpoint(position)?)?;
@@ -421,12 +478,17 @@ impl<M: ModuleT> Trainer<M> {
     /// Validation, scheduler step, history, checkpoints, metrics files.
     fn finish_epoch(&mut self, callback: &mut dyn Callback) -> Result<()> {
         let epoch = self.train.state().epoch - 1;
-        let v = evaluate(&self.model, &mut self.val, callback)?;
         if !self.scheduler_per_batch {
             if let Some(s) = self.s.scheduler.as_mut() {
                 s.step(self.s.optimizer.as_mut())?;
             }
         }
+        if !self.is_main() {
+            // Rank 0 validates and writes; the others go on to the next epoch's first step.
+            self.s.state.progress = EpochProgress::default();
+            return Ok(());
+        }
+        let v = evaluate(&self.model, &mut self.val, callback)?;
         let p = self.s.state.progress;
         let record = EpochRecord {
             epoch: epoch + 1,
@@ -458,6 +520,58 @@ impl<M: ModuleT> Trainer<M> {
         });
         Ok(())
     }
+}
+
+/// One optimizer step on `batch`, computed as `parallel` says.
+fn train_step<M: ModuleT>(
+    model: &M,
+    s: &mut Session,
+    parallel: &mut Parallelism,
+    batch: &Batch,
+    shard_loss: &ShardLoss,
+    stop_requested: bool,
+) -> Result<StepMetrics> {
+    let n = batch.indices.len() as f64;
+    let (logits, loss) = match parallel {
+        Parallelism::Processes(group) => {
+            let out = group.step(
+                model,
+                &batch.images,
+                &batch.labels,
+                shard_loss,
+                stop_requested,
+            )?;
+            if let Some(grads) = &out.grads {
+                s.optimizer.step(grads)?;
+            }
+            return Ok(StepMetrics {
+                loss: out.loss,
+                loss_sum: out.loss * out.samples,
+                correct: out.correct,
+                samples: out.samples,
+                stop: Some(out.stop),
+            });
+        }
+        Parallelism::Replicas(group) => {
+            let out = group.step(model, &batch.images, &batch.labels, shard_loss)?;
+            s.optimizer.step(&out.grads)?;
+            (out.logits, out.loss)
+        }
+        Parallelism::None => {
+            let logits = model.forward_t(&batch.images, true)?;
+            let loss = shard_loss(&logits, &batch.labels)?;
+            let grads = loss.backward()?;
+            s.optimizer.step(&grads)?;
+            (logits, loss.to_scalar::<f32>()? as f64)
+        }
+    };
+    Ok(StepMetrics {
+        loss,
+        loss_sum: loss * n,
+        correct: accuracy(&logits, &batch.labels)? * n,
+        samples: n,
+        stop: None,
+    })
 }
 
 /// The metrics history of a run directory.

@@ -10,7 +10,7 @@ use flambeau_core::{Value, VarBuilder, VarStore};
 use flambeau_nn::Linear;
 use flambeau_optim::lr_scheduler::{Scheduler, StepLr};
 use flambeau_optim::{ParamGroup, Sgd, SgdConfig};
-use flambeau_parallel::ReplicaGroup;
+use flambeau_parallel::{HostCollective, ProcessGroup, ReplicaGroup};
 use flambeau_serialize::{Checkpoint, CheckpointManager, LoadConfig};
 use flambeau_testkit::{assert_close_value, assert_same_value};
 use flambeau_train::{
@@ -46,6 +46,42 @@ fn trainer_with(
     lr: f64,
     overwrite: bool,
 ) -> Trainer<Tiny> {
+    trainer_on(
+        dir,
+        weights_seed,
+        max_steps,
+        lr,
+        overwrite,
+        &Data::default(),
+    )
+}
+
+/// The training data of a run: examples, batch size, and the shard a rank reads.
+struct Data {
+    examples: usize,
+    batch_size: usize,
+    shard: Option<(usize, usize)>,
+}
+
+impl Default for Data {
+    fn default() -> Self {
+        Self {
+            examples: 64,
+            batch_size: 16,
+            shard: None,
+        }
+    }
+}
+
+/// [`trainer_with`] on `data`.
+fn trainer_on(
+    dir: &Path,
+    weights_seed: u64,
+    max_steps: Option<u64>,
+    lr: f64,
+    overwrite: bool,
+    data: &Data,
+) -> Trainer<Tiny> {
     let device = Device::Cpu;
     let vs = VarStore::with_seed(&device, DType::F32, weights_seed);
     let model = Tiny {
@@ -71,7 +107,7 @@ fn trainer_with(
     )
     .unwrap();
     let config = LoaderConfig {
-        batch_size: 16,
+        batch_size: data.batch_size,
         shuffle: true,
         augment: Some(Augment::default()),
         normalize: Some(Normalize::cifar10()),
@@ -83,7 +119,15 @@ fn trainer_with(
         augment: None,
         ..config.clone()
     };
-    let train = DataLoader::new(Arc::new(Synthetic::train(64, 3)), config, &device).unwrap();
+    let mut train = DataLoader::new(
+        Arc::new(Synthetic::train(data.examples, 3)),
+        config,
+        &device,
+    )
+    .unwrap();
+    if let Some((rank, world)) = data.shard {
+        train = train.sharded(rank, world).unwrap();
+    }
     let val = DataLoader::new(Arc::new(Synthetic::val(16, 3)), val_config, &device).unwrap();
     let manager = CheckpointManager::new(dir, 2).unwrap();
     let config = TrainerConfig {
@@ -352,4 +396,73 @@ fn a_run_moves_between_replica_counts_as_a_one_device_run_would() {
     for key in Checkpoint::STATE_KEYS {
         assert_close_value(x.get(key).unwrap(), y.get(key).unwrap(), key, 1e-5);
     }
+}
+
+/// A run of `world` processes (threads here, meeting through [`HostCollective`] as processes
+/// meet through MPI or NCCL), each with per-rank batch `24 / world` — the one-process run with
+/// batch 24, as rank 0 writes it into `dir`. Resumes when `dir` holds a run.
+fn run_processes(dir: &Path, world: usize, max_steps: Option<u64>) {
+    let handles = HostCollective::group(world);
+    std::thread::scope(|scope| {
+        for (rank, handle) in handles.into_iter().enumerate() {
+            scope.spawn(move || {
+                let data = Data {
+                    examples: 96,
+                    batch_size: 24 / world,
+                    shard: Some((rank, world)),
+                };
+                let mut t = trainer_on(dir, rank as u64, max_steps, 0.01, false, &data);
+                let group = ProcessGroup::new(t.var_store(), Box::new(handle));
+                t = t.with_process_group(group);
+                if let Some((_, ckpt)) = Resume::Auto.open(t.manager(), &Device::Cpu).unwrap() {
+                    t.resume(&ckpt).unwrap();
+                }
+                t.fit(&mut ()).unwrap()
+            });
+        }
+    });
+}
+
+/// The one-process run with batch 24 the multi-process runs must follow.
+fn one_process_batch_24() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let data = Data {
+        examples: 96,
+        batch_size: 24,
+        shard: None,
+    };
+    trainer_on(dir.path(), 0, None, 0.01, false, &data)
+        .fit(&mut ())
+        .unwrap();
+    dir
+}
+
+fn assert_close_run(a: &Path, b: &Path) {
+    let load = |d: &Path| flambeau_serialize::load(d.join("last.pth"), &LoadConfig::default());
+    let (x, y) = (load(a).unwrap(), load(b).unwrap());
+    for key in Checkpoint::STATE_KEYS {
+        assert_close_value(x.get(key).unwrap(), y.get(key).unwrap(), key, 1e-5);
+    }
+}
+
+#[test]
+fn processes_follow_the_one_process_run_and_resume_on_other_world_sizes() {
+    let reference = one_process_batch_24();
+    for world in [2, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        run_processes(dir.path(), world, None);
+        assert_close_run(dir.path(), reference.path());
+        let csv = std::fs::read_to_string(dir.path().join("metrics.csv")).unwrap();
+        assert_eq!(
+            csv.lines().count(),
+            3,
+            "a header and two epochs, written once:\n{csv}"
+        );
+    }
+    // 2 processes for 3 steps, 1 for 3 more (into epoch 2), then 3 to the end.
+    let dir = tempfile::tempdir().unwrap();
+    run_processes(dir.path(), 2, Some(3));
+    run_processes(dir.path(), 1, Some(6));
+    run_processes(dir.path(), 3, None);
+    assert_close_run(dir.path(), reference.path());
 }
