@@ -39,6 +39,7 @@ mod chunk;
 pub mod collective;
 mod data_parallel;
 mod error;
+pub mod rendezvous;
 mod replica_group;
 mod replicate;
 
@@ -47,5 +48,6 @@ pub use chunk::{chunk_sizes, gather, scatter};
 pub use collective::{Collective, HostCollective};
 pub use data_parallel::{DataParallel, MODULE_PREFIX};
 pub use error::{Error, Result};
+pub use rendezvous::{LaunchEnv, Rendezvous, StoreClient, StoreServer};
 pub use replica_group::{ReplicaGroup, ShardLoss, StepOutput};
 pub use replicate::{copy_state, replicate, BuildModel, Replica};
