@@ -140,7 +140,7 @@ impl StoreClient {
     /// client sets it or the timeout expires ([`Error::StoreTimeout`]).
     pub fn get(&mut self, key: &str) -> Result<Vec<u8>> {
         let full = prefixed(key);
-        self.wait_raw("get", &[full.clone()], self.timeout)?;
+        self.wait_raw("get", std::slice::from_ref(&full), self.timeout)?;
         self.send("get", Request::new(Query::Get).bytes(full.as_bytes()))?;
         self.recv("get", self.timeout, wire::read_bytes)
     }

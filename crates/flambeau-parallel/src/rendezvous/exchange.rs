@@ -71,7 +71,8 @@ impl Rendezvous {
         client.set(&format!("{NS}/joined/{rank}"), b"1")?;
         me.client = Some(client);
         let left = timeout.saturating_sub(start.elapsed());
-        me.wait_for_all("join", &format!("{NS}/joined"), left, None)?;
+        // The message gives the whole timeout, of which connecting used a part.
+        me.wait_for_all("join", &format!("{NS}/joined"), left, timeout, None)?;
         Ok(me)
     }
 
@@ -119,7 +120,7 @@ impl Rendezvous {
         if let (0, Some(id)) = (rank, id) {
             client.set(&key, &id)?;
             let timeout = self.timeout;
-            self.wait_for_all("id read", &read_prefix, timeout, Some(0))?;
+            self.wait_for_all("id read", &read_prefix, timeout, timeout, Some(0))?;
             return Ok(id);
         }
         let bytes = match client.get(&key) {
@@ -154,16 +155,17 @@ impl Rendezvous {
         let prefix = format!("{NS}/barrier/{name}");
         client.set(&format!("{prefix}/{}", self.env.rank), b"1")?;
         let timeout = self.timeout;
-        self.wait_for_all("barrier", &prefix, timeout, None)
+        self.wait_for_all("barrier", &prefix, timeout, timeout, None)
     }
 
-    /// Waits for `<prefix>/<r>` for every rank `r` (but `skip`); on timeout, names the ranks
-    /// whose key is missing.
+    /// Waits (at most `timeout`) for `<prefix>/<r>` for every rank `r` (but `skip`); on
+    /// timeout, names the ranks whose key is missing, saying they had `reported` to arrive.
     fn wait_for_all(
         &mut self,
         step: &'static str,
         prefix: &str,
         timeout: Duration,
+        reported: Duration,
         skip: Option<usize>,
     ) -> Result<()> {
         let world = self.env.world_size;
@@ -194,7 +196,7 @@ impl Rendezvous {
                     joined,
                     world,
                     addr,
-                    timeout,
+                    timeout: reported,
                 })
             }
             Err(e) => Err(e),

@@ -166,11 +166,7 @@ fn serve_connection(id: u64, stream: TcpStream, state: &Shared) {
     let validated = matches!(wire::read_u8(&mut r), Ok(b) if b == Query::Validate as u8)
         && matches!(wire::read_u32(&mut r), Ok(wire::VALIDATION_MAGIC));
     if validated {
-        loop {
-            let cmd = match wire::read_u8(&mut r) {
-                Ok(c) => c,
-                Err(_) => break,
-            };
+        while let Ok(cmd) = wire::read_u8(&mut r) {
             let Some(q) = Query::from_u8(cmd) else { break };
             if handle(id, q, &mut r, state).is_err() {
                 break;
