@@ -145,6 +145,17 @@ impl StoreClient {
         self.recv("get", self.timeout, wire::read_bytes)
     }
 
+    /// Sets `key` to `desired` if its value is `expected` (an empty `expected` also matches
+    /// a missing key) and returns the value stored afterwards (PyTorch's `compare_set`).
+    pub fn compare_set(&mut self, key: &str, expected: &[u8], desired: &[u8]) -> Result<Vec<u8>> {
+        let req = Request::new(Query::CompareSet)
+            .bytes(prefixed(key).as_bytes())
+            .bytes(expected)
+            .bytes(desired);
+        self.send("compare_set", req)?;
+        self.recv("compare_set", self.timeout, wire::read_bytes)
+    }
+
     /// Adds `delta` to the integer under `key` (created as 0; stored as decimal text, as
     /// PyTorch does) and returns the new value.
     pub fn add(&mut self, key: &str, delta: i64) -> Result<i64> {

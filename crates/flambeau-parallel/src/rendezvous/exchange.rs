@@ -72,7 +72,7 @@ impl Rendezvous {
         me.client = Some(client);
         let left = timeout.saturating_sub(start.elapsed());
         // The message gives the whole timeout, of which connecting used a part.
-        me.wait_for_all("join", &format!("{NS}/joined"), left, timeout, None)?;
+        me.agree("join", &format!("{NS}/joined"), left, timeout)?;
         Ok(me)
     }
 
@@ -155,11 +155,31 @@ impl Rendezvous {
         let prefix = format!("{NS}/barrier/{name}");
         client.set(&format!("{prefix}/{}", self.env.rank), b"1")?;
         let timeout = self.timeout;
-        self.wait_for_all("barrier", &prefix, timeout, timeout, None)
+        self.agree("barrier", &prefix, timeout, timeout)
     }
 
-    /// Waits (at most `timeout`) for `<prefix>/<r>` for every rank `r` (but `skip`); on
-    /// timeout, names the ranks whose key is missing, saying they had `reported` to arrive.
+    /// The ranks whose `<prefix>/<r>` key is missing, and those whose key exists.
+    fn census(
+        client: &mut StoreClient,
+        prefix: &str,
+        world: usize,
+        skip: Option<usize>,
+    ) -> Result<(Vec<usize>, Vec<usize>)> {
+        let mut missing = Vec::new();
+        let mut joined = Vec::new();
+        for r in 0..world {
+            if Some(r) == skip || client.check(&[&format!("{prefix}/{r}")])? {
+                joined.push(r);
+            } else {
+                missing.push(r);
+            }
+        }
+        Ok((missing, joined))
+    }
+
+    /// Waits (at most `timeout`) for `<prefix>/<r>` for every rank `r` but `skip` (this
+    /// rank alone waits); on timeout, names the ranks whose key is missing, saying they had
+    /// `reported` to arrive.
     fn wait_for_all(
         &mut self,
         step: &'static str,
@@ -180,16 +200,7 @@ impl Rendezvous {
         match client.wait_timeout(&refs, timeout) {
             Ok(()) => Ok(()),
             Err(Error::StoreTimeout { addr, .. }) => {
-                let mut missing = Vec::new();
-                let mut joined = Vec::new();
-                for r in 0..world {
-                    let present = Some(r) == skip || client.check(&[&format!("{prefix}/{r}")])?;
-                    if present {
-                        joined.push(r);
-                    } else {
-                        missing.push(r);
-                    }
-                }
+                let (missing, joined) = Self::census(client, prefix, world, skip)?;
                 Err(Error::RendezvousTimeout {
                     step,
                     missing,
@@ -202,6 +213,76 @@ impl Rendezvous {
             Err(e) => Err(e),
         }
     }
+
+    /// A step every rank takes (this rank has set `<prefix>/<rank>`): the ranks agree on
+    /// one verdict under `<prefix>/verdict`, written once (COMPARE_SET) by the last rank to
+    /// arrive (`ok`) or by the first whose timeout expires (the missing ranks). Every rank
+    /// waits for the verdict, so that when one rank gives up, all of them stop at once with
+    /// the same message, even the ones that started later (and before the store's host,
+    /// which gives up first, goes away).
+    fn agree(
+        &mut self,
+        step: &'static str,
+        prefix: &str,
+        timeout: Duration,
+        reported: Duration,
+    ) -> Result<()> {
+        let world = self.env.world_size;
+        let Some(client) = self.client.as_mut() else {
+            return Ok(());
+        };
+        let verdict_key = format!("{prefix}/verdict");
+        let arrived = client.add(&format!("{prefix}/count"), 1)?;
+        if arrived >= world as i64 {
+            client.compare_set(&verdict_key, b"", b"ok")?;
+        }
+        let verdict = match client.wait_timeout(&[&verdict_key], timeout) {
+            Ok(()) => client.get(&verdict_key)?,
+            Err(Error::StoreTimeout { .. }) => {
+                let (missing, joined) = Self::census(client, prefix, world, None)?;
+                let mine = format!("missing={};joined={}", list(&missing), list(&joined));
+                client.compare_set(&verdict_key, b"", mine.as_bytes())?
+            }
+            Err(e) => return Err(e),
+        };
+        if verdict == b"ok" {
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(&verdict);
+        let parse = |field: &str| -> Vec<usize> {
+            text.split(';')
+                .find_map(|p| p.strip_prefix(field))
+                .map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect())
+                .unwrap_or_default()
+        };
+        Err(Error::RendezvousTimeout {
+            step,
+            missing: parse("missing="),
+            joined: parse("joined="),
+            world,
+            addr: client.addr().to_owned(),
+            timeout: reported,
+        })
+    }
+}
+
+impl Drop for Rendezvous {
+    fn drop(&mut self) {
+        // The host closes its store only once the other ranks have hung up (or after a
+        // grace period), so that they read the last verdict rather than a closed connection.
+        self.client = None;
+        if let Some(server) = self.server.take() {
+            server.linger(self.timeout.min(Duration::from_secs(10)));
+        }
+    }
+}
+
+fn list(ranks: &[usize]) -> String {
+    ranks
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Joins the launch and exchanges one NCCL-style id: [`Rendezvous::join`] then

@@ -99,6 +99,19 @@ impl StoreServer {
         self.port
     }
 
+    /// The number of clients connected now.
+    pub fn connections(&self) -> usize {
+        self.state.lock().writers.len()
+    }
+
+    /// Waits until every client has hung up, or `grace` has passed, then closes the store.
+    pub fn linger(self, grace: Duration) {
+        let deadline = std::time::Instant::now() + grace;
+        while self.connections() > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// The number of keys stored (as GETNUMKEYS answers).
     pub fn num_keys(&self) -> usize {
         self.state.lock().data.len()
