@@ -14,7 +14,7 @@ use flambeau_parallel::rendezvous::{exchange_id, LaunchEnv, ID_BYTES};
 pub const PROBE_VAR: &str = "FLAMBEAU_RDV_PROBE";
 
 /// The probe: joins the launch described by the environment, exchanges an id (made up on
-/// rank 0 from the clock and the pid), prints `RDV rank=<r> id=<hex>` or
+/// rank 0 from the clock and the pid), prints `RDV rank=<r> id=<hex> agent_store=<bool>` or
 /// `RDV rank=<r> error=<message>`, and exits (0, or 3 on error). Returns without doing
 /// anything when not asked to be a probe.
 pub fn probe_main() {
@@ -58,7 +58,10 @@ pub fn probe_main() {
     match exchange_id(&env, id, timeout) {
         Ok(id) => {
             let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-            println!("RDV rank={} id={hex}", env.rank);
+            println!(
+                "RDV rank={} id={hex} agent_store={}",
+                env.rank, env.use_agent_store
+            );
             std::process::exit(0);
         }
         Err(e) => {
