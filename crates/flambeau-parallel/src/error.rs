@@ -114,6 +114,76 @@ pub enum Error {
         /// The group's size.
         world: usize,
     },
+
+    /// A launcher's environment variable (torchrun's RANK, WORLD_SIZE, MASTER_ADDR, …) is
+    /// missing or malformed.
+    #[error("launch environment: {var}={value:?}: {reason}")]
+    LaunchEnv {
+        /// The variable.
+        var: &'static str,
+        /// Its value (empty when it is missing).
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The TCPStore at `addr` could not be reached before the timeout.
+    #[error("could not connect to the TCPStore at {addr} within {}s{hint}: {last_error}", timeout.as_secs_f64())]
+    StoreConnect {
+        /// `host:port`.
+        addr: String,
+        /// How long connecting was retried.
+        timeout: Duration,
+        /// Who is expected to host the store, as a sentence fragment (may be empty).
+        hint: String,
+        /// The last connection error.
+        last_error: String,
+    },
+
+    /// Talking to the TCPStore at `addr` failed (the peer went away, or it broke the protocol).
+    #[error("TCPStore at {addr}: {op}: {message}")]
+    Store {
+        /// `host:port` (or the peer's address, on the server side).
+        addr: String,
+        /// The operation.
+        op: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+
+    /// A TCPStore `wait` or `get` found its keys still missing when the timeout expired.
+    #[error("TCPStore at {addr}: {op}: timed out after {}s waiting for key(s) {keys:?}", timeout.as_secs_f64())]
+    StoreTimeout {
+        /// `host:port`.
+        addr: String,
+        /// The operation.
+        op: &'static str,
+        /// The keys waited for.
+        keys: Vec<String>,
+        /// How long it waited.
+        timeout: Duration,
+    },
+
+    /// Some ranks of a multi-process launch never reached a rendezvous step.
+    #[error("rendezvous at {addr}: {step}: rank(s) {missing:?} of {world} did not join within {}s (joined: {joined:?})", timeout.as_secs_f64())]
+    RendezvousTimeout {
+        /// The step: `join`, `id read`, ….
+        step: &'static str,
+        /// The ranks that never arrived.
+        missing: Vec<usize>,
+        /// The ranks that did.
+        joined: Vec<usize>,
+        /// WORLD_SIZE.
+        world: usize,
+        /// The store's `host:port`.
+        addr: String,
+        /// How long this rank waited.
+        timeout: Duration,
+    },
+
+    /// A rendezvous step was misused or met a value it cannot use.
+    #[error("rendezvous: {0}")]
+    Rendezvous(String),
 }
 
 /// The result type of flambeau-parallel.

@@ -42,6 +42,7 @@ mod data_parallel;
 mod error;
 mod process_group;
 mod rank_step;
+pub mod rendezvous;
 mod replica_group;
 mod replicate;
 
@@ -52,5 +53,6 @@ pub use data_parallel::{DataParallel, MODULE_PREFIX};
 pub use error::{Error, Result};
 pub use process_group::{ProcessGroup, ProcessStep};
 pub use rank_step::ShardLoss;
+pub use rendezvous::{LaunchEnv, Rendezvous, StoreClient, StoreServer};
 pub use replica_group::{ReplicaGroup, StepOutput};
 pub use replicate::{copy_state, replicate, BuildModel, Replica};
