@@ -184,6 +184,20 @@ pub enum Error {
     /// A rendezvous step was misused or met a value it cannot use.
     #[error("rendezvous: {0}")]
     Rendezvous(String),
+
+    /// The launcher started several processes, but this build cannot move gradients between
+    /// them the way it needs.
+    #[error("launched by {launcher} as rank {rank} of {world} processes, but {reason}")]
+    NoTransport {
+        /// `torchrun` or `mpirun`.
+        launcher: &'static str,
+        /// This process's rank.
+        rank: usize,
+        /// The number of processes.
+        world: usize,
+        /// What is missing and what to do.
+        reason: String,
+    },
 }
 
 /// The result type of flambeau-parallel.

@@ -6,7 +6,7 @@ mod recipe;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use flambeau_parallel::ReplicaGroup;
+use flambeau_parallel::{process_device, Launch, ReplicaGroup};
 use flambeau_serialize::CheckpointManager;
 use flambeau_train::{FitOutcome, Resume, StopReason, StopSignal, Trainer, TrainerConfig};
 use flambeau_vision::data::{DataLoader, LoaderConfig};
@@ -23,8 +23,14 @@ use crate::progress::Progress;
 /// `flambeau train`.
 pub fn run(args: &Args) -> Result<()> {
     let mut trainer = build(args)?;
-    let mut progress = Progress::new(args.quiet, "validate");
-    match trainer.fit(&mut progress)? {
+    // Under a launcher, rank 0 speaks for the run; the others train quietly.
+    let main = trainer.is_main();
+    let mut progress = Progress::new(args.quiet || !main, "validate");
+    let outcome = trainer.fit(&mut progress)?;
+    if !main {
+        return Ok(());
+    }
+    match outcome {
         FitOutcome::NothingToDo { epochs } => println!(
             "nothing to do: the run already has {epochs} epochs (raise --epochs to continue)"
         ),
@@ -58,7 +64,9 @@ pub fn run(args: &Args) -> Result<()> {
 
 /// The run the flags describe, resumed when `--resume` names a checkpoint.
 fn build(args: &Args) -> Result<Trainer<ResNet>> {
-    let placement = replica_devices(args)?;
+    let launch = Launch::detect()?;
+    let (rank, world) = launch.rank_and_world();
+    let placement = replica_devices(args, &launch)?;
     let device = placement[0].clone();
     let manager = CheckpointManager::new(&args.out, args.keep)
         .with_context(|| format!("preparing the run directory {}", args.out.display()))?;
@@ -112,7 +120,10 @@ fn build(args: &Args) -> Result<Trainer<ResNet>> {
         augment: None,
         ..loader_config.clone()
     };
-    let train = DataLoader::new(data.train, loader_config, &device)?;
+    let mut train = DataLoader::new(data.train, loader_config, &device)?;
+    if world > 1 {
+        train = train.sharded(rank, world)?;
+    }
     let val = DataLoader::new(data.val, val_config, &device)?;
 
     let saved = resumed.as_ref().map(|c| &c.checkpoint);
@@ -181,6 +192,23 @@ fn build(args: &Args) -> Result<Trainer<ResNet>> {
     if let Some(group) = replicas {
         trainer = trainer.with_replicas(group);
     }
+    let processes = launch
+        .join(trainer.var_store(), RENDEZVOUS_TIMEOUT)
+        .with_context(|| format!("joining the {} launch", launch.launcher()))?;
+    let processes_line = processes.as_ref().map(|_| {
+        format!(
+            "distributed: {world} processes launched by {} (this is rank {rank}), per-process batch {}, global batch {}; rank 0 steps the optimizer and writes the run",
+            launch.launcher(),
+            args.batch_size,
+            args.batch_size * world
+        )
+    });
+    if let Some(group) = processes {
+        trainer = trainer.with_process_group(group);
+    }
+    if !trainer.is_main() {
+        return Ok(trainer);
+    }
     let resumed_line = match &resumed {
         Some(c) => Some(resume(
             &mut trainer,
@@ -200,16 +228,28 @@ fn build(args: &Args) -> Result<Trainer<ResNet>> {
     if let Some(line) = resumed_line {
         println!("{line}");
     }
-    if let Some(line) = replicas_line {
+    for line in [replicas_line, processes_line].into_iter().flatten() {
         println!("{line}");
     }
     Ok(trainer)
 }
 
+/// How long the processes of a launch wait for each other to start.
+const RENDEZVOUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// The device of every data-parallel replica: `--replicas` on each `--device`, the first one
 /// holding the model, the data and the optimizer.
-fn replica_devices(args: &Args) -> Result<Vec<Device>> {
+fn replica_devices(args: &Args, launch: &Launch) -> Result<Vec<Device>> {
     let devices = model::parse_devices(&args.device)?;
+    if launch.rank_and_world().1 > 1 {
+        if args.replicas > 1 || devices.len() > 1 {
+            bail!(
+                "launched by {}: each process trains one replica on one device (GPU processes use cuda:LOCAL_RANK); drop --replicas and list one device, and launch more processes instead",
+                launch.launcher()
+            );
+        }
+        return Ok(vec![process_device(launch, &devices[0])?]);
+    }
     let gpus = devices.iter().filter(|d| d.is_cuda()).count();
     if gpus > 1 {
         bail!(
