@@ -9,6 +9,7 @@
 //! - `bench io`: .pth load/save against torch.load/torch.save on the same machine.
 //! - `bench train`: ResNet training / eval throughput against PyTorch and plain candle.
 //! - `cuda setup`, `cuda check`, `gpu bundle`: the CUDA build without a GPU (see `cuda.rs`).
+//! - `mpi setup`: OpenMPI and libclang for flambeau-parallel's `mpi` feature (see `mpi.rs`).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -18,6 +19,7 @@ use anyhow::{bail, Context, Result};
 mod bench;
 mod bench_train;
 mod cuda;
+mod mpi;
 
 /// Pinned so that fixtures regenerate identically.
 const PY_PACKAGES: &[&str] = &[
@@ -49,6 +51,7 @@ fn main() -> Result<()> {
         },
         "cuda" => cuda::cuda(rest),
         "gpu" => cuda::gpu(rest),
+        "mpi" => mpi::mpi(rest),
         "-h" | "--help" | "help" => {
             print_usage();
             Ok(())
@@ -71,7 +74,8 @@ fn print_usage() {
          bench train               ResNet train/eval img/s against PyTorch and plain candle\n  \
          cuda setup                the CUDA 13.0 toolkit from PyPI under ~/.cache (once)\n  \
          cuda check                clippy on the CUDA build of every crate\n  \
-         gpu bundle                a CUDA flambeau + gpu-check.sh for a GPU machine (target/gpu-bundle)"
+         gpu bundle                a CUDA flambeau + gpu-check.sh for a GPU machine (target/gpu-bundle)\n  \
+         mpi setup                 OpenMPI and libclang for `--features mpi` (apt-get, as root)"
     );
 }
 
