@@ -22,6 +22,10 @@
 //! - [`MpiCollective::abort`] (and a panic that unwinds through a handle) calls `MPI_Abort`:
 //!   `mpirun` then kills every rank of the job and exits nonzero. It does not return.
 //!
+//! - A rank that drops its handle while the others go on (it returned an error without calling
+//!   `abort`) makes their next operation fail with [`Error::Aborted`] naming it; its drop waits
+//!   until every rank has dropped its handle, so that all of them reach `MPI_Finalize`.
+//!
 //! MPI is initialised by the first [`MpiCollective::from_world`] of a process and finalised when
 //! the last handle is dropped; MPI cannot be initialised again afterwards, so keep the handle
 //! for the whole run. A process that exits without dropping it (`std::process::exit`) skips
@@ -216,22 +220,34 @@ impl MpiCollective {
             }
         }
         let comm = self.comm(op)?;
-        self.check_agreement(&comm, op, tensors)?;
-        let receives = match op {
-            Op::Reduce(root) => root == self.rank,
-            _ => true,
-        };
-        let mut out: Vec<Option<Tensor>> = vec![None; tensors.len()];
-        self.run_group::<u8>(&comm, op, tensors, &mut out)?;
-        self.run_group::<u32>(&comm, op, tensors, &mut out)?;
-        self.run_group::<i16>(&comm, op, tensors, &mut out)?;
-        self.run_group::<i32>(&comm, op, tensors, &mut out)?;
-        self.run_group::<i64>(&comm, op, tensors, &mut out)?;
-        self.run_group::<f32>(&comm, op, tensors, &mut out)?;
-        self.run_group::<f64>(&comm, op, tensors, &mut out)?;
+        // Everything that can fail on one rank alone happens before the first MPI call, so that
+        // a failing rank never leaves the others inside an MPI call.
+        let mut u8s = self.stage::<u8>(op, tensors)?;
+        let mut u32s = self.stage::<u32>(op, tensors)?;
+        let mut i16s = self.stage::<i16>(op, tensors)?;
+        let mut i32s = self.stage::<i32>(op, tensors)?;
+        let mut i64s = self.stage::<i64>(op, tensors)?;
+        let mut f32s = self.stage::<f32>(op, tensors)?;
+        let mut f64s = self.stage::<f64>(op, tensors)?;
+        self.agree(&comm, op, &describe(op, tensors))?;
+        let receives = self.transfer(&comm, op, &mut u8s);
+        self.transfer(&comm, op, &mut u32s);
+        self.transfer(&comm, op, &mut i16s);
+        self.transfer(&comm, op, &mut i32s);
+        self.transfer(&comm, op, &mut i64s);
+        self.transfer(&comm, op, &mut f32s);
+        self.transfer(&comm, op, &mut f64s);
         if !receives {
             return Ok(None);
         }
+        let mut out: Vec<Option<Tensor>> = vec![None; tensors.len()];
+        u8s.unpack(tensors, &mut out)?;
+        u32s.unpack(tensors, &mut out)?;
+        i16s.unpack(tensors, &mut out)?;
+        i32s.unpack(tensors, &mut out)?;
+        i64s.unpack(tensors, &mut out)?;
+        f32s.unpack(tensors, &mut out)?;
+        f64s.unpack(tensors, &mut out)?;
         let out = out
             .into_iter()
             .map(|t| t.ok_or_else(|| Error::Mpi("internal: a tensor was not exchanged".into())))
@@ -239,91 +255,101 @@ impl MpiCollective {
         Ok(Some(out))
     }
 
-    /// One MPI call (per [`CHUNK`]) for every tensor whose wire type is `T`, in order.
-    fn run_group<T>(
-        &self,
-        comm: &SimpleCommunicator,
-        op: Op,
-        tensors: &[Tensor],
-        out: &mut [Option<Tensor>],
-    ) -> Result<()>
-    where
-        T: WithDType + Equivalence,
-    {
+    /// This rank's values of every tensor whose wire type is `T`, concatenated in order (zeros
+    /// on the ranks that receive a broadcast: their values are not read).
+    fn stage<T: WithDType + Equivalence>(&self, op: Op, tensors: &[Tensor]) -> Result<Staged<T>> {
         let members: Vec<usize> = (0..tensors.len())
             .filter(|&i| wire_dtype(tensors[i].dtype()) == Some(T::DTYPE))
             .collect();
         let total: usize = members.iter().map(|&i| tensors[i].elem_count()).sum();
-        if total == 0 {
-            // Every rank agrees on the shapes, so every rank skips the call.
-            for &i in &members {
-                out[i] = Some(tensors[i].clone());
-            }
-            return Ok(());
-        }
-        // Broadcast receivers' values are not read: they start from zeros.
-        let reads_own = !matches!(op, Op::Broadcast(root) if root != self.rank);
-        let mut send: Vec<T> = Vec::with_capacity(total);
-        if reads_own {
+        let mut data: Vec<T> = Vec::with_capacity(total);
+        if matches!(op, Op::Broadcast(root) if root != self.rank) {
+            data.resize(total, T::zero());
+        } else {
             for &i in &members {
                 let flat = tensors[i].flatten_all()?.to_dtype(T::DTYPE)?;
-                send.extend(flat.to_vec1::<T>()?);
+                data.extend(flat.to_vec1::<T>()?);
             }
-        } else {
-            send.resize(total, T::zero());
         }
-        let result: Option<Vec<T>> = match op {
+        Ok(Staged { members, data })
+    }
+
+    /// The MPI calls of `op` on one staged buffer, which then holds the result; returns whether
+    /// this rank receives one (false on a reduce's other ranks). Every rank agreed on the shapes,
+    /// so every rank makes the same calls.
+    fn transfer<T: WithDType + Equivalence>(
+        &self,
+        comm: &SimpleCommunicator,
+        op: Op,
+        staged: &mut Staged<T>,
+    ) -> bool {
+        let sum = SystemOperation::sum;
+        match op {
             Op::AllReduce => {
-                let mut recv = vec![T::zero(); total];
-                for (s, r) in send.chunks(CHUNK).zip(recv.chunks_mut(CHUNK)) {
-                    comm.all_reduce_into(s, r, SystemOperation::sum());
+                let mut recv = vec![T::zero(); staged.data.len()];
+                for (s, r) in staged.data.chunks(CHUNK).zip(recv.chunks_mut(CHUNK)) {
+                    comm.all_reduce_into(s, r, sum());
                 }
-                Some(recv)
+                staged.data = recv;
+                true
             }
             Op::Reduce(root) => {
                 let process = comm.process_at_rank(root as i32);
                 if root == self.rank {
-                    let mut recv = vec![T::zero(); total];
-                    for (s, r) in send.chunks(CHUNK).zip(recv.chunks_mut(CHUNK)) {
-                        process.reduce_into_root(s, r, SystemOperation::sum());
+                    let mut recv = vec![T::zero(); staged.data.len()];
+                    for (s, r) in staged.data.chunks(CHUNK).zip(recv.chunks_mut(CHUNK)) {
+                        process.reduce_into_root(s, r, sum());
                     }
-                    Some(recv)
+                    staged.data = recv;
+                    true
                 } else {
-                    for s in send.chunks(CHUNK) {
-                        process.reduce_into(s, SystemOperation::sum());
+                    for s in staged.data.chunks(CHUNK) {
+                        process.reduce_into(s, sum());
                     }
-                    None
+                    false
                 }
             }
             Op::Broadcast(root) => {
                 let process = comm.process_at_rank(root as i32);
-                for b in send.chunks_mut(CHUNK) {
+                for b in staged.data.chunks_mut(CHUNK) {
                     process.broadcast_into(b);
                 }
-                Some(send)
+                true
             }
-        };
-        let Some(result) = result else {
-            return Ok(());
-        };
-        let mut offset = 0;
-        for &i in &members {
-            let t = &tensors[i];
-            let n = t.elem_count();
-            let host = Tensor::from_slice(&result[offset..offset + n], t.dims(), &Device::Cpu)?;
-            offset += n;
-            out[i] = Some(host.to_dtype(t.dtype())?.to_device(t.device())?);
         }
-        Ok(())
     }
 
     /// Fails on every rank, consistently, when the ranks do not call the same operation with the
-    /// same root, tensor count, dtypes and shapes.
-    fn check_agreement(&self, comm: &SimpleCommunicator, op: Op, tensors: &[Tensor]) -> Result<()> {
+    /// same root, tensor count, dtypes and shapes, or when a rank has left the group.
+    fn agree(&self, comm: &SimpleCommunicator, op: Op, mine: &str) -> Result<()> {
+        let Err(all) = self.fingerprints_agree(comm, mine) else {
+            return Ok(());
+        };
+        if let Some(gone) = all.iter().position(|d| d == LEAVE) {
+            return Err(Error::Aborted(format!(
+                "rank {gone}: left the group (its MpiCollective was dropped)"
+            )));
+        }
+        let rank = (1..self.world)
+            .find(|&r| all[r] != all[0])
+            .unwrap_or(self.rank);
+        Err(Error::MpiMismatch {
+            op: op.name(),
+            rank,
+            got: all[rank].clone(),
+            expected: all[0].clone(),
+        })
+    }
+
+    /// `Ok` when every rank passed the same `mine`; otherwise every rank's, on every rank.
+    fn fingerprints_agree(
+        &self,
+        comm: &SimpleCommunicator,
+        mine: &str,
+    ) -> std::result::Result<(), Vec<String>> {
         if self.world == 1 {
             return Ok(());
         }
-        let mine = describe(op, tensors);
         let h = fnv1a(mine.as_bytes());
         // max(h) and max(!h) = !min(h): all equal iff both come back as sent.
         let send = [h, !h];
@@ -349,20 +375,36 @@ impl MpiCollective {
             let mut partition = PartitionMut::new(&mut all[..], &lens[..], &displs[..]);
             comm.all_gather_varcount_into(mine.as_bytes(), &mut partition);
         }
-        let text = |r: usize| {
-            let start = displs[r] as usize;
-            String::from_utf8_lossy(&all[start..start + lens[r] as usize]).into_owned()
-        };
-        let expected = text(0);
-        let rank = (1..self.world)
-            .find(|&r| text(r) != expected)
-            .unwrap_or(self.rank);
-        Err(Error::MpiMismatch {
-            op: op.name(),
-            rank,
-            got: text(rank),
-            expected,
-        })
+        Err((0..self.world)
+            .map(|r| {
+                let start = displs[r] as usize;
+                String::from_utf8_lossy(&all[start..start + lens[r] as usize]).into_owned()
+            })
+            .collect())
+    }
+}
+
+/// What a rank that drops its handle announces to the others' next operation.
+const LEAVE: &str = "leave";
+
+/// One wire type's share of an operation: the indices of its tensors and their values.
+struct Staged<T> {
+    members: Vec<usize>,
+    data: Vec<T>,
+}
+
+impl<T: WithDType> Staged<T> {
+    /// The result's tensors, in the shapes, dtypes and devices of `tensors`.
+    fn unpack(&self, tensors: &[Tensor], out: &mut [Option<Tensor>]) -> Result<()> {
+        let mut offset = 0;
+        for &i in &self.members {
+            let t = &tensors[i];
+            let n = t.elem_count();
+            let host = Tensor::from_slice(&self.data[offset..offset + n], t.dims(), &Device::Cpu)?;
+            offset += n;
+            out[i] = Some(host.to_dtype(t.dtype())?.to_device(t.device())?);
+        }
+        Ok(())
     }
 }
 
@@ -434,11 +476,24 @@ impl Collective for MpiCollective {
 }
 
 impl Drop for MpiCollective {
-    /// A handle dropped by a panic aborts the job: `MPI_Finalize` would wait for ranks that wait
-    /// for this one.
+    /// A handle dropped by a panic aborts the job (`MPI_Abort`). Otherwise the rank leaves the
+    /// group: until every rank has dropped its handle, each operation another rank starts fails
+    /// there with [`Error::Aborted`] ("rank R: left the group"), so that a rank returning an error
+    /// does not leave the others waiting forever in an MPI call (nor itself in `MPI_Finalize`).
+    /// The last handle of the process then finalises MPI.
     fn drop(&mut self) {
-        if std::thread::panicking() && self.world > 1 {
+        if self.world == 1 {
+            return;
+        }
+        if std::thread::panicking() {
             self.abort("a panic unwound through its MpiCollective");
         }
+        if Arc::strong_count(&self.env) > 1 {
+            return; // the process's last handle leaves for it
+        }
+        let Ok(comm) = self.comm(Op::AllReduce) else {
+            return;
+        };
+        while self.fingerprints_agree(&comm, LEAVE).is_err() {}
     }
 }
