@@ -4,11 +4,13 @@
 //! - `fixtures [--large] [NAME…]`: regenerate test fixtures by running `xtask/fixtures/NAME.py`
 //!   with that venv. Small fixtures are committed; `--large` writes the big ones to
 //!   `tests/fixtures-large/` (never committed).
-//! - `test`: setup + large fixtures + the whole test suite with PyTorch round trips enabled, then
-//!   the layer / optimizer / ResNet suites again with `FLAMBEAU_KERNELS=generic`.
+//! - `test`: setup (PyTorch, and OpenMPI through `mpi setup`) + large fixtures + the whole test
+//!   suite with PyTorch round trips enabled, then the layer / optimizer / ResNet suites again
+//!   with `FLAMBEAU_KERNELS=generic`, then flambeau-parallel's MPI tests (`--features mpi`).
 //! - `bench io`: .pth load/save against torch.load/torch.save on the same machine.
 //! - `bench train`: ResNet training / eval throughput against PyTorch and plain candle.
 //! - `cuda setup`, `cuda check`, `gpu bundle`: the CUDA build without a GPU (see `cuda.rs`).
+//! - `mpi setup`: OpenMPI and libclang for flambeau-parallel's `mpi` feature (see `mpi.rs`).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -18,6 +20,7 @@ use anyhow::{bail, Context, Result};
 mod bench;
 mod bench_train;
 mod cuda;
+mod mpi;
 
 /// Pinned so that fixtures regenerate identically.
 const PY_PACKAGES: &[&str] = &[
@@ -49,6 +52,7 @@ fn main() -> Result<()> {
         },
         "cuda" => cuda::cuda(rest),
         "gpu" => cuda::gpu(rest),
+        "mpi" => mpi::mpi(rest),
         "-h" | "--help" | "help" => {
             print_usage();
             Ok(())
@@ -66,12 +70,13 @@ fn print_usage() {
          commands:\n  \
          setup                     install PyTorch into ~/.cache/flambeau-venv (the test oracle)\n  \
          fixtures [--large] [NAME] regenerate fixtures with real PyTorch (xtask/fixtures/NAME.py)\n  \
-         test [CARGO TEST ARGS]    setup, large fixtures, then the whole test suite\n  \
+         test [CARGO TEST ARGS]    setup, mpi setup, large fixtures, then the whole test suite\n  \
          bench io                  .pth load/save speed and memory against PyTorch\n  \
          bench train               ResNet train/eval img/s against PyTorch and plain candle\n  \
          cuda setup                the CUDA 13.0 toolkit from PyPI under ~/.cache (once)\n  \
          cuda check                clippy on the CUDA build of every crate\n  \
-         gpu bundle                a CUDA flambeau + gpu-check.sh for a GPU machine (target/gpu-bundle)"
+         gpu bundle                a CUDA flambeau + gpu-check.sh for a GPU machine (target/gpu-bundle)\n  \
+         mpi setup                 OpenMPI and libclang for `--features mpi` (apt-get, as root)"
     );
 }
 
@@ -165,6 +170,8 @@ fn fixtures(args: &[String]) -> Result<()> {
 
 fn test(cargo_args: &[String]) -> Result<()> {
     let python = setup()?;
+    // OpenMPI for the multi-process pass below (apt-get as root; quick when installed).
+    mpi::setup()?;
     fixtures(&["--large".to_string()])?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     run(Command::new(&cargo)
@@ -184,6 +191,20 @@ fn test(cargo_args: &[String]) -> Result<()> {
         .args(cargo_args)
         .env(GENERIC_ENV, "generic")
         .env("FLAMBEAU_PYTHON", &python)
+        .env("FLAMBEAU_REQUIRE_TORCH", "1"))?;
+    // MpiCollective across processes: mpirun -np 2 and 3 of the test binary (feature `mpi`).
+    eprintln!("xtask test: flambeau-parallel's MPI tests (--features mpi, under mpirun)");
+    run(Command::new(&cargo)
+        .current_dir(root())
+        .args([
+            "test",
+            "-p",
+            "flambeau-parallel",
+            "--features",
+            "mpi",
+            "--test",
+            "mpi",
+        ])
         .env("FLAMBEAU_REQUIRE_TORCH", "1"))?;
     // A whole ResNet-18 step, fast kernels against the generic path, as gpu-check.sh runs it
     // against a GPU.

@@ -198,6 +198,35 @@ pub enum Error {
         /// What is missing and what to do.
         reason: String,
     },
+
+    /// MPI could not be used (feature `mpi`): initialising it, or using it from a wrong thread.
+    #[error("MPI: {0}")]
+    Mpi(String),
+
+    /// The ranks of an MPI collective called different operations, roots, dtypes or shapes.
+    #[error("collective {op}: rank {rank} called {got}, rank 0 called {expected}")]
+    MpiMismatch {
+        /// The operation this rank called.
+        op: &'static str,
+        /// A rank that disagrees with rank 0 (this rank's own, if the call was only out of
+        /// step).
+        rank: usize,
+        /// What that rank called, e.g. `all_reduce_sum of 2 tensor(s): f32[3, 4], i64[5]`.
+        got: String,
+        /// What rank 0 called.
+        expected: String,
+    },
+
+    /// A collective backend cannot move tensors of this dtype.
+    #[error("collective {op}: {backend} cannot move {dtype} tensors")]
+    UnsupportedDtype {
+        /// The collective operation.
+        op: &'static str,
+        /// The tensor's dtype.
+        dtype: String,
+        /// The backend.
+        backend: &'static str,
+    },
 }
 
 /// The result type of flambeau-parallel.

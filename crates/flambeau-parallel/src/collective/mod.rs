@@ -7,12 +7,16 @@
 //! NCCL communicators and MPI.
 
 mod host;
+#[cfg(feature = "mpi")]
+mod mpi;
 
 use candle_core::Tensor;
 
 use crate::Result;
 
 pub use host::HostCollective;
+#[cfg(feature = "mpi")]
+pub use mpi::{launched_by_mpi, mpi_local_rank, MpiCollective, MPI_ABORT_CODE};
 
 /// What a rank of a replica group can do with the others.
 pub trait Collective: Send {
