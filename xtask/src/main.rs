@@ -192,19 +192,14 @@ fn test(cargo_args: &[String]) -> Result<()> {
         .env(GENERIC_ENV, "generic")
         .env("FLAMBEAU_PYTHON", &python)
         .env("FLAMBEAU_REQUIRE_TORCH", "1"))?;
-    // MpiCollective across processes: mpirun -np 2 and 3 of the test binary (feature `mpi`).
-    eprintln!("xtask test: flambeau-parallel's MPI tests (--features mpi, under mpirun)");
+    // MpiCollective across processes (mpirun -np 2 and 3 of the test binary), then
+    // `mpirun -np N flambeau train` itself (feature `mpi`).
+    eprintln!("xtask test: the MPI tests (--features mpi, under mpirun)");
     run(Command::new(&cargo)
         .current_dir(root())
-        .args([
-            "test",
-            "-p",
-            "flambeau-parallel",
-            "--features",
-            "mpi",
-            "--test",
-            "mpi",
-        ])
+        .args(["test", "-p", "flambeau-parallel", "-p", "flambeau-cli"])
+        .args(["--features", "flambeau-parallel/mpi,flambeau-cli/mpi"])
+        .args(["--test", "mpi", "--test", "mpi_train"])
         .env("FLAMBEAU_REQUIRE_TORCH", "1"))?;
     // A whole ResNet-18 step, fast kernels against the generic path, as gpu-check.sh runs it
     // against a GPU.

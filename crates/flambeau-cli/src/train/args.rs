@@ -122,8 +122,8 @@ pub struct Args {
 
 impl Args {
     /// The command line as a dict, stored in every checkpoint for people reading it
-    /// (torchvision's reference scripts store their `args` too).
-    pub fn to_value(&self) -> Value {
+    /// (torchvision's reference scripts store their `args` too), with the number of processes.
+    pub fn to_value(&self, world_size: usize) -> Value {
         let mut d = Dict::new(DictKind::Plain);
         let opt = |v: Option<String>| v.map(Value::Str).unwrap_or(Value::None);
         d.insert("data", format!("{:?}", self.data));
@@ -142,6 +142,7 @@ impl Args {
         d.insert("seed", self.seed as i64);
         d.insert("device", self.device.as_str());
         d.insert("replicas", self.replicas as i64);
+        d.insert("world_size", world_size as i64);
         d.insert("train_size", self.train_size as i64);
         d.insert("val_size", self.val_size as i64);
         d.insert(

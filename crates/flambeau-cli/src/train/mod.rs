@@ -167,7 +167,7 @@ fn build(args: &Args) -> Result<Trainer<ResNet>> {
     );
     let mut trainer = Trainer::new(net, vs, opt, train, val, manager, config)
         .with_extra("arch", arch.as_str())
-        .with_extra("args", args.to_value())
+        .with_extra("args", args.to_value(world))
         .with_stop_signal(StopSignal::ctrl_c()?);
     if let Some(sched) = sched {
         trainer = trainer.with_scheduler(sched, recipe::steps_per_batch(sched_kind));
@@ -206,18 +206,19 @@ fn build(args: &Args) -> Result<Trainer<ResNet>> {
     if let Some(group) = processes {
         trainer = trainer.with_process_group(group);
     }
-    if !trainer.is_main() {
-        return Ok(trainer);
-    }
     let resumed_line = match &resumed {
         Some(c) => Some(resume(
             &mut trainer,
             c,
             args,
+            world,
             sched_kind != SchedulerKind::None,
         )?),
         None => None,
     };
+    if !trainer.is_main() {
+        return Ok(trainer);
+    }
     println!(
         "flambeau train: {description}; {opt_kind:?} lr {}, {sched_kind:?} schedule, batch {}, device {}; run directory {}",
         trainer.optimizer().lr(0), // the resumed optimizer's, when resuming
@@ -300,6 +301,7 @@ fn resume(
     trainer: &mut Trainer<ResNet>,
     c: &ResNetCheckpoint,
     args: &Args,
+    world: usize,
     has_schedule: bool,
 ) -> Result<String> {
     let path = c.path.display();
@@ -320,18 +322,30 @@ fn resume(
         .get("args")
         .and_then(|a| a.get("epochs"))
         .and_then(|e| e.as_i64());
-    for (flag, now) in [
-        ("train_size", args.train_size as i64),
-        ("val_size", args.val_size as i64),
-        ("batch_size", args.batch_size as i64),
-        ("seed", args.seed as i64),
-    ] {
-        let saved = c
-            .checkpoint
+    let saved_arg = |flag: &str| {
+        c.checkpoint
             .extra
             .get("args")
             .and_then(|a| a.get(flag))
-            .and_then(|v| v.as_i64());
+            .and_then(|v| v.as_i64())
+    };
+    // The data position counts global batches: what must match is batch × processes.
+    let saved_world = saved_arg("world_size").unwrap_or(1);
+    if let Some(saved) = saved_arg("batch_size").map(|b| b * saved_world) {
+        let now = (args.batch_size * world) as i64;
+        if saved != now {
+            line.push_str(&format!(
+                "\nwarning: the run was started with a global batch of {saved} ({saved_world} process(es) × --batch-size {}), this command gives {now}: the data differs from the saved run's, so the continuation is not the run it would have been (keep processes × --batch-size = {saved} to continue it exactly)",
+                saved / saved_world.max(1)
+            ));
+        }
+    }
+    for (flag, now) in [
+        ("train_size", args.train_size as i64),
+        ("val_size", args.val_size as i64),
+        ("seed", args.seed as i64),
+    ] {
+        let saved = saved_arg(flag);
         if let Some(saved) = saved.filter(|s| *s != now) {
             let flag = flag.replace('_', "-");
             if flag == "seed" {
