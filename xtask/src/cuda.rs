@@ -2,10 +2,11 @@
 //! code on machines without a GPU (../shared/CUDA.md has the facts behind each step).
 //!
 //! - `setup`: the CUDA 13.0 toolkit from PyPI wheels (nvcc, headers, the libraries candle links)
-//!   under `~/.cache`, arranged as a `CUDA_HOME`, plus a stub `libcuda.so` to link against (the
-//!   real one comes with the driver). Idempotent: a finished setup is reused.
+//!   and NCCL under `~/.cache`, arranged as a `CUDA_HOME`, plus a stub `libcuda.so` to link
+//!   against (the real one comes with the driver). Idempotent: a finished setup is reused.
 //! - `check`: clippy on the CUDA build of the whole workspace (`CUDA_COMPUTE_CAP=90`), in its
-//!   own target directory so that the CPU build cache stays valid.
+//!   own target directory so that the CPU build cache stays valid. `--all-features` includes
+//!   `nccl` (flambeau-parallel's NCCL backend, linked against the pinned PyPI NCCL).
 //! - `gpu bundle`: a stripped release `flambeau` built with CUDA, the device check and benchmark
 //!   programs (xz-compressed) and `gpu-check.sh` in one folder small enough to carry to a GPU
 //!   machine without Rust.
@@ -290,13 +291,15 @@ fn check() -> Result<()> {
 /// Binaries and scripts carried to a GPU machine; the CUDA libraries come from its PyTorch.
 fn bundle() -> Result<()> {
     let home = setup()?;
-    for (package, target) in [
-        ("flambeau-cli", ["--bin", "flambeau"]),
-        ("flambeau", ["--example", "device_check"]),
-        ("flambeau-vision", ["--example", "bench_train"]),
+    // `flambeau` with NCCL (`--device cuda:0,1`; `nccl` implies `cuda`): it then needs
+    // libnccl.so.2 at start-up, which the GPU machine's PyTorch has (nvidia/nccl/lib).
+    for (package, features, target) in [
+        ("flambeau-cli", "nccl", ["--bin", "flambeau"]),
+        ("flambeau", "cuda", ["--example", "device_check"]),
+        ("flambeau-vision", "cuda", ["--example", "bench_train"]),
     ] {
         run(cuda_cargo(&home)?
-            .args(["build", "--release", "--features", "cuda", "-p", package])
+            .args(["build", "--release", "--features", features, "-p", package])
             .args(target))?;
     }
     let release = cache_dir()?.join("flambeau-target-cuda/release");
