@@ -7,7 +7,6 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use serde_json::Value;
 
 use crate::bench::{build_examples, check_quiet, json_line};
 
