@@ -163,7 +163,7 @@ impl ReplicaGroup {
                     .spawn(move || {
                         let ranks = RankState::new(&replica.vars);
                         // The rank's handle is made here, on the thread that uses it; NCCL's
-                        // join blocks until every rank (rank 0 last) has joined.
+                        // join blocks until every rank, rank 0 included, has joined.
                         let mut collective = match join() {
                             Ok(c) => {
                                 let _ = ready_tx.send(Ok(()));
