@@ -2,10 +2,11 @@
 //! code on machines without a GPU (../shared/CUDA.md has the facts behind each step).
 //!
 //! - `setup`: the CUDA 13.0 toolkit from PyPI wheels (nvcc, headers, the libraries candle links)
-//!   under `~/.cache`, arranged as a `CUDA_HOME`, plus a stub `libcuda.so` to link against (the
-//!   real one comes with the driver). Idempotent: a finished setup is reused.
+//!   and NCCL under `~/.cache`, arranged as a `CUDA_HOME`, plus a stub `libcuda.so` to link
+//!   against (the real one comes with the driver). Idempotent: a finished setup is reused.
 //! - `check`: clippy on the CUDA build of the whole workspace (`CUDA_COMPUTE_CAP=90`), in its
-//!   own target directory so that the CPU build cache stays valid.
+//!   own target directory so that the CPU build cache stays valid. `--all-features` includes
+//!   `nccl` (flambeau-parallel's NCCL backend, linked against the pinned PyPI NCCL).
 //! - `gpu bundle`: a stripped release `flambeau` built with CUDA, the device check and benchmark
 //!   programs (xz-compressed) and `gpu-check.sh` in one folder small enough to carry to a GPU
 //!   machine without Rust.
@@ -39,6 +40,12 @@ const LIBRARY_LINKS: &[(&str, &str)] = &[
     ("libcurand.so", "libcurand.so.10"),
 ];
 
+/// NCCL for the `nccl` feature: the version PyTorch 2.11.0 pins for Linux
+/// (`nvidia-nccl-cu13==2.28.9` in its metadata), i.e. the libnccl.so.2 a GPU machine's PyTorch
+/// install has. Installed beside the toolkit, in a folder of its own, so that a change of this pin
+/// re-links `CUDA_HOME` without reinstalling the toolkit (nor rebuilding candle's kernels).
+const NCCL_WHEEL: &str = "nvidia-nccl-cu13==2.28.9";
+
 /// The GPU generation kernels are compiled for (H100/H200).
 const COMPUTE_CAP: &str = "90";
 
@@ -69,8 +76,15 @@ pub fn gpu(args: &[String]) -> Result<()> {
     }
 }
 
-/// Returns the `CUDA_HOME` folder, installing the toolkit first when needed.
+/// Returns the `CUDA_HOME` folder, installing the toolkit and NCCL first when needed.
 fn setup() -> Result<PathBuf> {
+    let home = setup_toolkit()?;
+    setup_nccl(&home)?;
+    Ok(home)
+}
+
+/// The toolkit part of [`setup`].
+fn setup_toolkit() -> Result<PathBuf> {
     let dir = toolkit_dir()?;
     let home = dir.join("home");
     let done = dir.join("complete");
@@ -122,6 +136,61 @@ fn setup() -> Result<PathBuf> {
     std::fs::write(&done, WHEELS.join("\n")).context("marking the setup complete")?;
     eprintln!("xtask cuda setup: CUDA_HOME is {}", home.display());
     Ok(home)
+}
+
+/// NCCL into `CUDA_HOME` (the `nccl` feature links `-lnccl`): the pinned wheel installed into
+/// its own folder under the toolkit's, then `lib/libnccl.so` (→ the wheel's `libnccl.so.2`) and
+/// `include/nccl.h` linked into `home`. Idempotent; a change of [`NCCL_WHEEL`] re-links.
+fn setup_nccl(home: &Path) -> Result<()> {
+    let dir = toolkit_dir()?;
+    let version = NCCL_WHEEL.rsplit("==").next().context("NCCL pin")?;
+    let done = dir.join(format!("nccl-{version}.complete"));
+    if done.exists() {
+        return Ok(());
+    }
+    let wheel = dir.join(format!("nccl-{version}"));
+    eprintln!(
+        "xtask cuda setup: installing {NCCL_WHEEL} into {} (about 300 MB, once)…",
+        wheel.display()
+    );
+    if wheel.exists() {
+        std::fs::remove_dir_all(&wheel).context("removing a partial NCCL install")?;
+    }
+    run(Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .arg("--root-user-action=ignore")
+        .args(["--no-deps", "--target"])
+        .arg(&wheel)
+        .arg(NCCL_WHEEL))?;
+    let nccl = wheel.join("nvidia/nccl");
+    for (from, to) in [
+        (nccl.join("lib/libnccl.so.2"), home.join("lib/libnccl.so")),
+        (nccl.join("include/nccl.h"), home.join("include/nccl.h")),
+    ] {
+        if !from.exists() {
+            bail!("{} is missing from {NCCL_WHEEL}", from.display());
+        }
+        if to.symlink_metadata().is_ok() {
+            std::fs::remove_file(&to).with_context(|| format!("replacing {}", to.display()))?;
+        }
+        std::os::unix::fs::symlink(&from, &to)
+            .with_context(|| format!("linking {}", to.display()))?;
+    }
+    // Only the current pin counts as installed.
+    for entry in std::fs::read_dir(&dir)? {
+        let name = entry?.file_name();
+        if name.to_string_lossy().ends_with(".complete") {
+            std::fs::remove_file(dir.join(name))?;
+        }
+    }
+    std::fs::write(&done, NCCL_WHEEL).context("marking the NCCL setup complete")?;
+    Ok(())
 }
 
 /// A `libcuda.so` (soname `libcuda.so.1`) with an empty function for every driver symbol cudarc
@@ -222,13 +291,15 @@ fn check() -> Result<()> {
 /// Binaries and scripts carried to a GPU machine; the CUDA libraries come from its PyTorch.
 fn bundle() -> Result<()> {
     let home = setup()?;
-    for (package, target) in [
-        ("flambeau-cli", ["--bin", "flambeau"]),
-        ("flambeau", ["--example", "device_check"]),
-        ("flambeau-vision", ["--example", "bench_train"]),
+    // `flambeau` with NCCL (`--device cuda:0,1`; `nccl` implies `cuda`): it then needs
+    // libnccl.so.2 at start-up, which the GPU machine's PyTorch has (nvidia/nccl/lib).
+    for (package, features, target) in [
+        ("flambeau-cli", "nccl", ["--bin", "flambeau"]),
+        ("flambeau", "cuda", ["--example", "device_check"]),
+        ("flambeau-vision", "cuda", ["--example", "bench_train"]),
     ] {
         run(cuda_cargo(&home)?
-            .args(["build", "--release", "--features", "cuda", "-p", package])
+            .args(["build", "--release", "--features", features, "-p", package])
             .args(target))?;
     }
     let release = cache_dir()?.join("flambeau-target-cuda/release");

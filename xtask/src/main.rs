@@ -9,6 +9,7 @@
 //!   with `FLAMBEAU_KERNELS=generic`, then flambeau-parallel's MPI tests (`--features mpi`).
 //! - `bench io`: .pth load/save against torch.load/torch.save on the same machine.
 //! - `bench train`: ResNet training / eval throughput against PyTorch and plain candle.
+//! - `bench parallel`: training through CPU replicas (`ReplicaGroup`) against one device.
 //! - `cuda setup`, `cuda check`, `gpu bundle`: the CUDA build without a GPU (see `cuda.rs`).
 //! - `mpi setup`: OpenMPI and libclang for flambeau-parallel's `mpi` feature (see `mpi.rs`).
 
@@ -18,6 +19,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 mod bench;
+mod bench_parallel;
 mod bench_train;
 mod cuda;
 mod mpi;
@@ -48,7 +50,8 @@ fn main() -> Result<()> {
                 })
             }
             Some("train") => bench_train::train(&root(), &venv_dir()?.join("bin/python")),
-            _ => bail!("usage: cargo xtask bench io|train"),
+            Some("parallel") => bench_parallel::parallel(&root()),
+            _ => bail!("usage: cargo xtask bench io|train|parallel"),
         },
         "cuda" => cuda::cuda(rest),
         "gpu" => cuda::gpu(rest),
@@ -73,7 +76,8 @@ fn print_usage() {
          test [CARGO TEST ARGS]    setup, mpi setup, large fixtures, then the whole test suite\n  \
          bench io                  .pth load/save speed and memory against PyTorch\n  \
          bench train               ResNet train/eval img/s against PyTorch and plain candle\n  \
-         cuda setup                the CUDA 13.0 toolkit from PyPI under ~/.cache (once)\n  \
+         bench parallel            training through CPU replicas against one device\n  \
+         cuda setup                the CUDA 13.0 toolkit and NCCL from PyPI under ~/.cache (once)\n  \
          cuda check                clippy on the CUDA build of every crate\n  \
          gpu bundle                a CUDA flambeau + gpu-check.sh for a GPU machine (target/gpu-bundle)\n  \
          mpi setup                 OpenMPI and libclang for `--features mpi` (apt-get, as root)"

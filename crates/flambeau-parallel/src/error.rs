@@ -227,6 +227,37 @@ pub enum Error {
         /// The backend.
         backend: &'static str,
     },
+
+    /// NCCL was asked for a rank on a device that is not a CUDA GPU.
+    #[error("the NCCL backend needs CUDA devices, but rank {rank} is on {device}; use the host-staged backend for CPU replicas")]
+    NotCuda {
+        /// The rank.
+        rank: usize,
+        /// Its device.
+        device: String,
+    },
+
+    /// NCCL was asked for two ranks on one GPU, which one communicator cannot hold.
+    #[error("NCCL cannot put two ranks on one GPU: ranks {first} and {second} are both on cuda:{ordinal}; list each GPU once (or use the host-staged backend for several replicas on one GPU)")]
+    DuplicateGpu {
+        /// The GPU's ordinal.
+        ordinal: usize,
+        /// The first rank on it.
+        first: usize,
+        /// The next rank on it.
+        second: usize,
+    },
+
+    /// An NCCL call failed (or did not complete in time).
+    #[error("NCCL {op} on rank {rank}: {message}")]
+    Nccl {
+        /// The operation (`init`, `all_reduce_sum`, …).
+        op: &'static str,
+        /// The rank that saw the failure.
+        rank: usize,
+        /// What NCCL or CUDA said.
+        message: String,
+    },
 }
 
 /// The result type of flambeau-parallel.

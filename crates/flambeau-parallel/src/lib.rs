@@ -7,7 +7,8 @@
 //!   `state_dict()` has in PyTorch;
 //! - [`ReplicaGroup`]: data-parallel training with DistributedDataParallel's semantics over
 //!   persistent replicas, one worker thread each, whose gradients meet through a
-//!   [`Collective`] ([`HostCollective`]: host-staged, fixed summation order);
+//!   [`Collective`] ([`HostCollective`]: host-staged, fixed summation order; `NcclCollective`
+//!   with the `nccl` feature: GPU to GPU, one rank per GPU — see [`Backend`]);
 //! - [`ProcessGroup`]: the same step for one process of a multi-process run (torchrun, mpirun).
 //!
 //! ```
@@ -50,11 +51,18 @@ mod replicate;
 pub use apply::parallel_apply;
 pub use chunk::{chunk_sizes, gather, scatter};
 pub use collective::{Collective, HostCollective};
+#[cfg(feature = "nccl")]
+pub use collective::{NcclCollective, NcclRank};
 pub use data_parallel::{DataParallel, MODULE_PREFIX};
 pub use error::{Error, Result};
 pub use launch::{process_device, Launch};
 pub use process_group::{ProcessGroup, ProcessStep};
 pub use rank_step::ShardLoss;
 pub use rendezvous::{LaunchEnv, Rendezvous, StoreClient, StoreServer};
-pub use replica_group::{ReplicaGroup, StepOutput};
+pub use replica_group::{Backend, ReplicaGroup, StepOutput};
 pub use replicate::{copy_state, replicate, BuildModel, Replica};
+
+/// Whether this build has the NCCL backend (the `nccl` feature): without it, `Backend::Nccl`
+/// does not exist, and a caller asked for one replica per GPU over several GPUs should say which
+/// feature to build with.
+pub const NCCL_AVAILABLE: bool = cfg!(feature = "nccl");

@@ -13,6 +13,9 @@
 //! Batch norm computes its statistics per shard, and rank 0's running statistics are the ones
 //! kept, as in DDP. There is one optimizer, on rank 0, so its state is that of a one-device run
 //! and a checkpoint resumes on any number of replicas.
+//!
+//! The ranks meet through a [`Backend`]: host-staged ([`HostCollective`], any devices) or NCCL
+//! (the `nccl` feature: one rank per GPU). Each rank creates its handle on its own thread.
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -34,6 +37,43 @@ pub struct StepOutput {
     pub loss: f64,
     /// The logits of the whole batch, in batch order, on rank 0's device (detached).
     pub logits: Tensor,
+}
+
+/// What the ranks of a [`ReplicaGroup`] reduce and broadcast through.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// [`HostCollective`]: through host memory, summed in rank order; any devices, several
+    /// replicas per device allowed.
+    #[default]
+    Host,
+    /// [`crate::NcclCollective`]: GPU to GPU through NCCL; every device a distinct CUDA GPU.
+    #[cfg(feature = "nccl")]
+    Nccl,
+}
+
+/// Creates one rank's collective handle on the thread that will use it (an NCCL communicator
+/// must be created and used on its GPU's thread).
+type JoinCollective = Box<dyn FnOnce() -> Result<Box<dyn Collective>> + Send>;
+
+impl Backend {
+    /// One [`JoinCollective`] per device (index = rank). Fails before any thread starts when
+    /// the devices do not suit the backend (NCCL: a CPU device, a GPU listed twice).
+    fn ranks(self, devices: &[Device]) -> Result<Vec<JoinCollective>> {
+        match self {
+            Backend::Host => Ok(HostCollective::group(devices.len())
+                .into_iter()
+                .map(|h| Box::new(move || Ok(Box::new(h) as Box<dyn Collective>)) as JoinCollective)
+                .collect()),
+            #[cfg(feature = "nccl")]
+            Backend::Nccl => Ok(crate::NcclCollective::group(devices)?
+                .into_iter()
+                .map(|r| {
+                    Box::new(move || Ok(Box::new(r.join()?) as Box<dyn Collective>))
+                        as JoinCollective
+                })
+                .collect()),
+        }
+    }
 }
 
 struct Worker {
@@ -62,6 +102,21 @@ impl ReplicaGroup {
     where
         M: ModuleT + Send + 'static,
     {
+        Self::with_backend(vars, build, devices, Backend::Host)
+    }
+
+    /// [`ReplicaGroup::new`] whose ranks meet through `backend`. With [`Backend::Host`] this is
+    /// `new`; NCCL wants one rank per CUDA GPU and refuses other devices and a GPU listed twice
+    /// ([`Error::NotCuda`], [`Error::DuplicateGpu`]) before anything starts.
+    pub fn with_backend<M>(
+        vars: &VarStore,
+        build: impl BuildModel<M>,
+        devices: &[Device],
+        backend: Backend,
+    ) -> Result<Self>
+    where
+        M: ModuleT + Send + 'static,
+    {
         let Some(first) = devices.first() else {
             return Err(Error::NoDevices);
         };
@@ -71,24 +126,36 @@ impl ReplicaGroup {
                 found: format!("{:?}", vars.device()),
             });
         }
-        let mut handles = HostCollective::group(devices.len()).into_iter();
-        let collective = Box::new(handles.next().expect("at least one rank"));
+        let mut handles = backend.ranks(devices)?.into_iter();
+        let join_root = handles.next().expect("at least one rank");
         let replicas = replicate(vars, &build, &devices[1..])?;
-        let workers = replicas
+        let started = replicas
             .into_iter()
             .zip(handles)
             .zip(&devices[1..])
             .enumerate()
-            .map(|(i, ((replica, handle), device))| {
+            .map(|(i, ((replica, join), device))| {
                 let (jobs, inbox) = mpsc::channel::<Job>();
                 let (outbox, results) = mpsc::channel();
+                let (ready_tx, ready) = mpsc::channel();
                 let thread = std::thread::Builder::new()
                     .name(format!("flambeau-replica-{}", i + 1))
                     .spawn(move || {
                         let ranks = RankState::new(&replica.vars);
-                        let mut collective = handle;
+                        // The rank's handle is made here, on the thread that uses it; NCCL's
+                        // join blocks until every rank, rank 0 included, has joined.
+                        let mut collective = match join() {
+                            Ok(c) => {
+                                let _ = ready_tx.send(Ok(()));
+                                c
+                            }
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(e));
+                                return;
+                            }
+                        };
                         while let Ok(job) = inbox.recv() {
-                            let result = ranks.step(&replica.model, &mut collective, &job);
+                            let result = ranks.step(&replica.model, collective.as_mut(), &job);
                             let result = result.map(|(_, shard)| shard);
                             if let Err(e) = &result {
                                 collective.abort(&e.to_string());
@@ -103,15 +170,30 @@ impl ReplicaGroup {
                         device: format!("{device:?}"),
                         message: format!("cannot start its thread: {e}"),
                     })?;
-                Ok(Worker {
-                    rank: i + 1,
-                    device: device.clone(),
-                    jobs: Some(jobs),
-                    results,
-                    thread: Some(thread),
-                })
+                Ok((
+                    Worker {
+                        rank: i + 1,
+                        device: device.clone(),
+                        jobs: Some(jobs),
+                        results,
+                        thread: Some(thread),
+                    },
+                    ready,
+                ))
             })
             .collect::<Result<Vec<_>>>()?;
+        // Rank 0 joins on the calling thread once the workers are started (NCCL's join returns
+        // when all ranks are in), then every worker reports whether it joined.
+        let collective = join_root()?;
+        let mut workers = Vec::with_capacity(started.len());
+        for (worker, ready) in started {
+            match ready.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(worker.failed(&e.to_string())),
+                Err(_) => return Err(worker.failed("its thread ended before joining the group")),
+            }
+            workers.push(worker);
+        }
         Ok(Self {
             vars: vars.clone(),
             collective,

@@ -6,7 +6,7 @@ mod recipe;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use flambeau_parallel::{process_device, Launch, ReplicaGroup};
+use flambeau_parallel::{process_device, Backend, Launch, ReplicaGroup};
 use flambeau_serialize::CheckpointManager;
 use flambeau_train::{FitOutcome, Resume, StopReason, StopSignal, Trainer, TrainerConfig};
 use flambeau_vision::data::{DataLoader, LoaderConfig};
@@ -98,7 +98,13 @@ fn build(args: &Args) -> Result<Trainer<ResNet>> {
     let replicas = (placement.len() > 1)
         .then(|| {
             let config = net.config().clone();
-            ReplicaGroup::new(&vs, move |vb| ResNet::new(vb, config.clone()), &placement)
+            // Several GPUs meet through NCCL; replicas sharing a device, through the host.
+            let backend = match placement.iter().filter(|d| d.is_cuda()).count() {
+                0 | 1 => Backend::Host,
+                _ => nccl_backend(),
+            };
+            let build = move |vb| ResNet::new(vb, config.clone());
+            ReplicaGroup::with_backend(&vs, build, &placement, backend)
                 .context("starting the data-parallel replicas")
         })
         .transpose()?;
@@ -235,6 +241,15 @@ fn build(args: &Args) -> Result<Trainer<ResNet>> {
     Ok(trainer)
 }
 
+/// The backend between GPUs: NCCL when built in (`replica_devices` refuses several GPUs
+/// otherwise).
+fn nccl_backend() -> Backend {
+    #[cfg(feature = "nccl")]
+    return Backend::Nccl;
+    #[cfg(not(feature = "nccl"))]
+    Backend::Host
+}
+
 /// How long the processes of a launch wait for each other to start.
 const RENDEZVOUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
@@ -252,11 +267,18 @@ fn replica_devices(args: &Args, launch: &Launch) -> Result<Vec<Device>> {
         return Ok(vec![process_device(launch, &devices[0])?]);
     }
     let gpus = devices.iter().filter(|d| d.is_cuda()).count();
-    if gpus > 1 {
+    if gpus > 1 && !flambeau_parallel::NCCL_AVAILABLE {
         bail!(
             "--device {}: training on several GPUs at once needs NCCL, which this flambeau is built without; build with `--features nccl`, or train on one GPU (--device {}, with --replicas N for several replicas on it)",
             args.device,
             args.device.split(',').next().unwrap_or(&args.device)
+        );
+    }
+    if gpus > 1 && args.replicas > 1 {
+        bail!(
+            "--device {} --replicas {}: NCCL runs one replica per GPU; drop --replicas (several replicas share one GPU only with --device cuda:N)",
+            args.device,
+            args.replicas
         );
     }
     let placement: Vec<Device> = devices

@@ -1,7 +1,7 @@
 //! Collective operations between the ranks of a replica group, behind one trait so that the
 //! training step is the same code whatever moves the bytes: [`HostCollective`] (host-staged,
-//! fixed summation order: several CPU replicas, several replicas on one GPU) here, NCCL or MPI
-//! as other backends.
+//! fixed summation order: several CPU replicas, several replicas on one GPU), [`NcclCollective`]
+//! (GPU to GPU through NCCL, one rank per GPU; the `nccl` feature), MPI as another backend.
 //!
 //! Every rank holds its own handle and calls the same operations in the same order, as with
 //! NCCL communicators and MPI.
@@ -9,6 +9,8 @@
 mod host;
 #[cfg(feature = "mpi")]
 mod mpi;
+#[cfg(feature = "nccl")]
+mod nccl;
 
 use candle_core::Tensor;
 
@@ -17,6 +19,8 @@ use crate::Result;
 pub use host::HostCollective;
 #[cfg(feature = "mpi")]
 pub use mpi::{launched_by_mpi, mpi_local_rank, MpiCollective, MPI_ABORT_CODE};
+#[cfg(feature = "nccl")]
+pub use nccl::{NcclCollective, NcclRank};
 
 /// What a rank of a replica group can do with the others.
 pub trait Collective: Send {
