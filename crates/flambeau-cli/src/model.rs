@@ -23,12 +23,14 @@ pub fn parse_device(spec: &str, doing: &str) -> Result<Device> {
         .expect("parse_devices returns at least one"))
 }
 
-/// `--device cpu|cuda:N|cuda:N,M,…`: the listed devices, opened, in order.
+/// `--device cpu|cuda|cuda:N|cuda:N,M,…`: the listed devices, opened, in order.
 pub fn parse_devices(spec: &str) -> Result<Vec<Device>> {
     if spec == "cpu" {
         return Ok(vec![Device::Cpu]);
     }
-    let Some(ids) = spec.strip_prefix("cuda:") else {
+    // `cuda` alone is the first GPU (under a launcher: each process's cuda:LOCAL_RANK).
+    let spec_ids = if spec == "cuda" { "cuda:0" } else { spec };
+    let Some(ids) = spec_ids.strip_prefix("cuda:") else {
         bail!("--device `{spec}`: expected cpu, cuda:N or cuda:N,M");
     };
     let ids: Vec<usize> = ids

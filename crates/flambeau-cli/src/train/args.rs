@@ -71,7 +71,8 @@ pub struct Args {
     /// Label smoothing of the cross-entropy loss.
     #[arg(long, default_value_t = 0.0)]
     pub label_smoothing: f64,
-    /// `cpu`, `cuda:0`, or `cuda:0,1` for data-parallel training over those GPUs.
+    /// `cpu`, `cuda:0`, or `cuda:0,1` for data-parallel training over those GPUs; under
+    /// torchrun or mpirun, `cuda` gives each process the GPU `cuda:LOCAL_RANK`.
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Data-parallel replicas on each listed device (`--device cpu --replicas 2`: two CPU
