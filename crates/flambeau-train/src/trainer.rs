@@ -410,7 +410,7 @@ impl<M: ModuleT> Trainer<M> {
         let began = Instant::now();
         let seconds_before = self.s.state.progress.seconds;
         let mut stop = None;
-        let options = self.config.loss.clone();
+        let options = self.config.loss;
         let shard_loss: ShardLoss =
             std::sync::Arc::new(move |logits, labels| cross_entropy(logits, labels, &options));
         let main = self.is_main();
