@@ -99,18 +99,7 @@ fn setup_toolkit() -> Result<PathBuf> {
     if wheels.exists() {
         std::fs::remove_dir_all(&wheels).context("removing a partial install")?;
     }
-    run(Command::new("python3")
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-        ])
-        .arg("--root-user-action=ignore")
-        .args(["--no-deps", "--target"])
-        .arg(&wheels)
-        .args(WHEELS))?;
+    pip_install_into(&wheels, WHEELS)?;
     let cu13 = wheels.join("nvidia/cu13");
     if !cu13.join("bin/nvcc").exists() {
         bail!("the wheels did not install nvcc under {}", cu13.display());
@@ -156,18 +145,7 @@ fn setup_nccl(home: &Path) -> Result<()> {
     if wheel.exists() {
         std::fs::remove_dir_all(&wheel).context("removing a partial NCCL install")?;
     }
-    run(Command::new("python3")
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-        ])
-        .arg("--root-user-action=ignore")
-        .args(["--no-deps", "--target"])
-        .arg(&wheel)
-        .arg(NCCL_WHEEL))?;
+    pip_install_into(&wheel, &[NCCL_WHEEL])?;
     let nccl = wheel.join("nvidia/nccl");
     for (from, to) in [
         (nccl.join("lib/libnccl.so.2"), home.join("lib/libnccl.so")),
@@ -337,4 +315,21 @@ fn bundle() -> Result<()> {
         bail!("the bundle is {size} bytes, over the 64 MiB a device call carries");
     }
     Ok(())
+}
+
+/// `pip install --no-deps --target DIR PACKAGES…` with the machine's Python: wheels unpacked
+/// into a folder of their own, outside any environment.
+fn pip_install_into(dir: &Path, packages: &[&str]) -> Result<()> {
+    run(Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .arg("--root-user-action=ignore")
+        .args(["--no-deps", "--target"])
+        .arg(dir)
+        .args(packages))
 }

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use candle_core::{CpuStorage, DType, Storage, Tensor};
+use flambeau_core::diff::torch_dtype_name;
 use flambeau_core::{RawTensor, Value};
 use flambeau_serialize::{find_state_dict, LoadConfig};
 
@@ -13,23 +14,6 @@ use flambeau_serialize::{find_state_dict, LoadConfig};
 pub fn read(path: &Path) -> Result<Value> {
     flambeau_serialize::open(path, &LoadConfig::default())
         .with_context(|| format!("reading {}", path.display()))
-}
-
-/// PyTorch's name of a candle dtype as read.
-pub fn dtype_name(d: DType) -> &'static str {
-    match d {
-        DType::F64 => "float64",
-        DType::F32 => "float32",
-        DType::F16 => "float16",
-        DType::BF16 => "bfloat16",
-        DType::I64 => "int64",
-        DType::I32 => "int32",
-        DType::I16 => "int16",
-        DType::U8 => "uint8",
-        DType::U32 => "uint32",
-        DType::F8E4M3 => "float8_e4m3fn",
-        _ => "other",
-    }
 }
 
 fn human(bytes: usize) -> String {
@@ -142,7 +126,7 @@ impl Printer {
     fn tensor_line(&mut self, path: &str, t: &Tensor) -> Result<String> {
         let mut line = format!(
             "{} {:?} {}",
-            dtype_name(t.dtype()),
+            torch_dtype_name(t.dtype()),
             t.dims(),
             human(t.elem_count() * t.dtype().size_in_bytes())
         );
@@ -333,7 +317,7 @@ pub fn run(path: &Path, json: bool, with_stats: bool) -> Result<()> {
         for (key, t) in all {
             let (mut o, s) = match &t {
                 Value::Tensor(t) => (
-                    serde_json::json!({"key": key, "dtype": dtype_name(t.dtype()), "shape": t.dims()}),
+                    serde_json::json!({"key": key, "dtype": torch_dtype_name(t.dtype()), "shape": t.dims()}),
                     if with_stats { Some(stats(t)?) } else { None },
                 ),
                 Value::RawTensor(r) => (

@@ -2,31 +2,14 @@
 //! file loads into `DataParallel` and into the bare model; flambeau's `DataParallel` state dict
 //! loads strictly into `nn.DataParallel`, and the bare model's into the bare module.
 
-use candle_core::{DType, Device, Module, ModuleT, Tensor};
-use flambeau_core::{LoadOptions, VarBuilder, VarStore};
-use flambeau_nn::Linear;
+use candle_core::{DType, Device, ModuleT, Tensor};
+use flambeau_core::{LoadOptions, VarStore};
 use flambeau_parallel::DataParallel;
 use flambeau_serialize::{load_state_dict_file, save_state_dict, LoadConfig};
 use flambeau_testkit::{assert_close, fixture, load_tensors, run_python, torch_python};
 
-/// PyTorch's `Mlp` of xtask/fixtures/parallel.py.
-struct Mlp {
-    fc1: Linear,
-    fc2: Linear,
-}
-
-impl ModuleT for Mlp {
-    fn forward_t(&self, x: &Tensor, _train: bool) -> candle_core::Result<Tensor> {
-        self.fc2.forward(&self.fc1.forward(x)?.tanh()?)
-    }
-}
-
-fn build(vb: VarBuilder) -> flambeau_core::Result<Mlp> {
-    Ok(Mlp {
-        fc1: Linear::new(vb.pp("fc1"), 12, 16, true)?,
-        fc2: Linear::new(vb.pp("fc2"), 16, 5, true)?,
-    })
-}
+mod mlp;
+use mlp::{build, Mlp};
 
 fn data_parallel(devices: usize) -> DataParallel<Mlp> {
     let vs = VarStore::with_seed(&Device::Cpu, DType::F32, 11);

@@ -4,31 +4,14 @@
 
 use std::sync::Arc;
 
-use candle_core::{DType, Device, Module, ModuleT, Tensor};
+use candle_core::{DType, Device, ModuleT, Tensor};
 use flambeau_core::{Value, VarBuilder, VarStore};
 use flambeau_nn::loss::{cross_entropy, CrossEntropyOptions};
-use flambeau_nn::Linear;
 use flambeau_optim::{Adam, AdamConfig, Optimizer, ParamGroup, Sgd, SgdConfig};
 use flambeau_parallel::{DataParallel, ReplicaGroup, ShardLoss};
 
-/// A two-layer perceptron: no batch statistics, so every split gives the same gradient.
-struct Mlp {
-    fc1: Linear,
-    fc2: Linear,
-}
-
-impl ModuleT for Mlp {
-    fn forward_t(&self, x: &Tensor, _train: bool) -> candle_core::Result<Tensor> {
-        self.fc2.forward(&self.fc1.forward(x)?.tanh()?)
-    }
-}
-
-fn build(vb: VarBuilder) -> flambeau_core::Result<Mlp> {
-    Ok(Mlp {
-        fc1: Linear::new(vb.pp("fc1"), 12, 16, true)?,
-        fc2: Linear::new(vb.pp("fc2"), 16, 5, true)?,
-    })
-}
+mod mlp;
+use mlp::{build, Mlp};
 
 #[derive(Clone, Copy, Debug)]
 enum Opt {

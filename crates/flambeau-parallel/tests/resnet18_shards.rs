@@ -7,23 +7,13 @@
 
 use std::sync::Arc;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use flambeau_core::{LoadOptions, StateDict, VarBuilder, VarStore};
 use flambeau_nn::loss::{cross_entropy, CrossEntropyOptions};
 use flambeau_optim::{Optimizer, ParamGroup, Sgd, SgdConfig};
 use flambeau_parallel::{ReplicaGroup, ShardLoss};
-use flambeau_testkit::{assert_close, large_fixture, load_tensors};
+use flambeau_testkit::{assert_close, large_fixture, load_tensors, max_abs};
 use flambeau_vision::models::{ResNet, ResNetConfig};
-
-/// `|t|`'s largest entry: tolerances relative to a tensor's own scale.
-fn scale(t: &Tensor) -> f64 {
-    t.abs()
-        .and_then(|a| a.to_dtype(DType::F64))
-        .and_then(|a| a.flatten_all())
-        .and_then(|a| a.max(0))
-        .and_then(|a| a.to_scalar::<f64>())
-        .unwrap()
-}
 
 #[test]
 fn resnet18_over_2_and_4_replicas_matches_pytorch_per_shard_batch_norm() {
@@ -79,7 +69,7 @@ fn resnet18_over_2_and_4_replicas_matches_pytorch_per_shard_batch_norm() {
             if k.ends_with("num_batches_tracked") {
                 assert_eq!(v.to_scalar::<i64>().unwrap(), 2, "{what}");
             } else {
-                assert_close(&what, v, expected, 1e-8, 1e-8 * scale(expected));
+                assert_close(&what, v, expected, 1e-8, 1e-8 * max_abs(expected));
             }
         }
     }

@@ -160,6 +160,17 @@ pub fn assert_close(what: &str, actual: &Tensor, expected: &Tensor, rtol: f64, a
     }
 }
 
+/// `|t|`'s largest entry: tolerances relative to a tensor's own scale, since tiny entries carry
+/// rounding noise.
+pub fn max_abs(t: &Tensor) -> f64 {
+    t.abs()
+        .and_then(|a| a.to_dtype(DType::F64))
+        .and_then(|a| a.flatten_all())
+        .and_then(|a| a.max(0))
+        .and_then(|a| a.to_scalar::<f64>())
+        .expect("max_abs of a tensor")
+}
+
 /// The tensor's elements, flattened, as f64.
 pub fn to_f64_vec(t: &Tensor) -> Vec<f64> {
     t.to_dtype(DType::F64)

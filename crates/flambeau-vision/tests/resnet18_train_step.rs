@@ -7,19 +7,8 @@ use candle_core::{DType, Device, ModuleT, Tensor, Var};
 use flambeau_core::{LoadOptions, StateDict, VarStore};
 use flambeau_nn::loss::{cross_entropy, CrossEntropyOptions};
 use flambeau_optim::{Optimizer, ParamGroup, Sgd, SgdConfig};
-use flambeau_testkit::{assert_close, large_fixture, load_tensors};
+use flambeau_testkit::{assert_close, large_fixture, load_tensors, max_abs};
 use flambeau_vision::models::{ResNet, ResNetConfig};
-
-/// `|t|`'s largest entry: tolerances relative to a tensor's own scale, since tiny entries carry
-/// rounding noise.
-fn scale(t: &Tensor) -> f64 {
-    t.abs()
-        .and_then(|a| a.to_dtype(DType::F64))
-        .and_then(|a| a.flatten_all())
-        .and_then(|a| a.max(0))
-        .and_then(|a| a.to_scalar::<f64>())
-        .unwrap()
-}
 
 #[test]
 fn two_sgd_steps_of_a_zero_init_residual_resnet18_match_torchvision() {
@@ -38,7 +27,7 @@ fn two_sgd_steps_of_a_zero_init_residual_resnet18_match_torchvision() {
     // zero_init_residual zeroes exactly the tensors torchvision zeroes.
     let zeroed = |sd: &StateDict| -> Vec<String> {
         sd.iter()
-            .filter(|(_, v)| v.dtype().is_float() && scale(v) == 0.0)
+            .filter(|(_, v)| v.dtype().is_float() && max_abs(v) == 0.0)
             .map(|(k, _)| k.to_string())
             .collect()
     };
@@ -93,7 +82,7 @@ fn two_sgd_steps_of_a_zero_init_residual_resnet18_match_torchvision() {
             g,
             expected,
             1e-3,
-            1e-3 * scale(expected),
+            1e-3 * max_abs(expected),
         );
     }
     for (k, v) in vs.state_dict().iter() {
@@ -106,7 +95,7 @@ fn two_sgd_steps_of_a_zero_init_residual_resnet18_match_torchvision() {
                 v,
                 expected,
                 1e-4,
-                1e-4 * scale(expected),
+                1e-4 * max_abs(expected),
             );
         }
     }
