@@ -3,7 +3,7 @@
 //! uses `zero_init_residual` (its zeroed weights must be torchvision's) and a 33×40 input, so the
 //! stride-2 layers see odd and even, non-square sizes. CI runs it on both kernel paths.
 
-use candle_core::{DType, Device, ModuleT, Tensor, Var};
+use candle_core::{DType, Device, ModuleT, Var};
 use flambeau_core::{LoadOptions, StateDict, VarStore};
 use flambeau_nn::loss::{cross_entropy, CrossEntropyOptions};
 use flambeau_optim::{Optimizer, ParamGroup, Sgd, SgdConfig};
