@@ -8,16 +8,12 @@ use flambeau_vision::models::{ResNet, ResNetConfig};
 /// The architectures `--arch` accepts.
 pub const ARCHS: [&str; 5] = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"];
 
-/// `--device cpu|cuda:N|cuda:N,M`; `doing` says what for (`evaluating`): one device only.
+/// `--device cpu|cuda|cuda:N`; `doing` says what for (`evaluating`): one device only.
 pub fn parse_device(spec: &str, doing: &str) -> Result<Device> {
-    let devices = parse_devices(spec)?;
-    if devices.len() > 1 {
-        bail!(
-            "--device {spec}: {doing} runs on one device; use one GPU (--device {})",
-            spec.split(',').next().unwrap_or(spec)
-        );
+    if let Some((first, _)) = spec.split_once(',') {
+        bail!("--device {spec}: {doing} on several GPUs at once is not available; use one GPU (--device {first})");
     }
-    Ok(devices
+    Ok(parse_devices(spec)?
         .into_iter()
         .next()
         .expect("parse_devices returns at least one"))
