@@ -8,6 +8,7 @@
 #   3. ResNet-50 train (batch 128, 224², f32) and ResNet-18 eval img/s: flambeau vs PyTorch eager
 #   4. data parallelism: `--replicas 2` on cuda:0 (host-staged) against `--replicas 1`, and
 #      `--device cuda:0,1` (NCCL) when the binary has NCCL and the machine two GPUs
+#   5. torchrun with one process: the rendezvous and NCCL path of multi-process training
 set -uo pipefail
 cd "$(dirname "$0")"
 here=$PWD
@@ -100,6 +101,20 @@ elif [ "$gpus" -lt 2 ]; then
     echo "skipped --device cuda:0,1 (NCCL): this machine has $gpus GPU(s)"
 else
     dp_run nccl --device cuda:0,1
+fi
+
+step "5. torchrun: one process through NCCL (TCPStore rendezvous, id exchange, communicator)"
+if ! ldd ./flambeau | grep -q libnccl; then
+    echo "skipped: this flambeau was built without the nccl feature"
+elif ! python3 -c "import torch.distributed.run" 2>/dev/null; then
+    echo "skipped: no torchrun (torch.distributed.run) in this Python"
+else
+    python3 -m torch.distributed.run --nproc-per-node 1 --master-port 29561 --no-python \
+        ./flambeau train --device cuda "${small[@]}" --out "$work/torchrun" > "$work/torchrun.log" 2>&1 \
+        || { tail -20 "$work/torchrun.log"; fail "torchrun"; }
+    grep -E "distributed:|epoch 1/1" "$work/torchrun.log" | head -3
+    grep -q "distributed: 1 processes launched by torchrun" "$work/torchrun.log" \
+        || fail "torchrun: the process did not join through NCCL"
 fi
 rm -rf "$work"
 

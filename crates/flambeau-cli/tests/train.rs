@@ -451,3 +451,22 @@ fn replicas_train_resume_on_other_counts_and_refuse_bad_combinations() {
         assert!(!out.contains("panicked"), "{out}");
     }
 }
+
+#[test]
+fn a_launch_of_one_process_on_the_cpu_trains_alone() {
+    // torchrun --nproc-per-node 1 (or mpirun -np 1) on the CPU: nothing to exchange with.
+    let dir = tempfile::tempdir().unwrap();
+    let o = command(dir.path(), &["--epochs", "1"])
+        .envs([
+            ("RANK", "0"),
+            ("WORLD_SIZE", "1"),
+            ("MASTER_ADDR", "localhost"),
+            ("MASTER_PORT", "29563"),
+        ])
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(!out.contains("distributed:"), "{out}");
+    assert!(dir.path().join("last.pth").exists());
+}

@@ -3,7 +3,8 @@
 //!
 //! Gradients move between processes through an existing engine, each behind a cargo feature:
 //! MPI under mpirun (feature `mpi`, CPU clusters), NCCL under torchrun (feature `nccl`, one
-//! process per GPU, `LOCAL_RANK` choosing it; the NCCL id travels through PyTorch's TCPStore).
+//! process per GPU, `LOCAL_RANK` choosing it; the NCCL id travels through PyTorch's TCPStore),
+//! and NCCL under mpirun on GPUs when both features are built (the id broadcast over MPI).
 
 use std::time::Duration;
 
@@ -43,7 +44,8 @@ pub enum Launch {
 
 impl Launch {
     /// Reads the process environment: MPI's variables first (mpirun sets no `RANK`), then
-    /// torchrun's. A launch of one process is [`Launch::Alone`].
+    /// torchrun's. A launch of one process is still a launch: [`Launch::join`] decides whether
+    /// it needs a transport.
     pub fn detect() -> Result<Self> {
         let var = |name: &str| std::env::var(name).ok();
         for (rank, size, local) in MPI_VARS {
@@ -57,20 +59,16 @@ impl Launch {
                 };
                 let (rank, world) = (parse(rank, &r)?, parse(size, &w)?);
                 let local_rank = var(local).and_then(|v| v.trim().parse().ok());
-                return Ok(if world > 1 {
-                    Launch::Mpi {
-                        rank,
-                        world,
-                        local_rank,
-                    }
-                } else {
-                    Launch::Alone
+                return Ok(Launch::Mpi {
+                    rank,
+                    world,
+                    local_rank,
                 });
             }
         }
         Ok(match LaunchEnv::from_env()? {
-            Some(env) if env.world_size > 1 => Launch::Torchrun(env),
-            _ => Launch::Alone,
+            Some(env) => Launch::Torchrun(env),
+            None => Launch::Alone,
         })
     }
 
@@ -106,6 +104,9 @@ impl Launch {
     /// This process's rank of the launch, meeting the others through the launcher's transport,
     /// training the model whose parameters are in `vars` (on this process's device); `None`
     /// when alone. Ranks that do not arrive within `timeout` are named in the error.
+    ///
+    /// A launch of one process joins a group of one only where that tests something — NCCL on
+    /// a GPU (torchrun), MPI (mpirun) when built in — and is otherwise alone.
     pub fn join(&self, vars: &VarStore, timeout: Duration) -> Result<Option<ProcessGroup>> {
         let (rank, world) = self.rank_and_world();
         let no_transport = |reason: String| Error::NoTransport {
@@ -114,8 +115,15 @@ impl Launch {
             world,
             reason,
         };
+        let single = world == 1;
         match self {
             Launch::Alone => Ok(None),
+            Launch::Mpi { .. } if single && !cfg!(feature = "mpi") => Ok(None),
+            Launch::Torchrun(_)
+                if single && !(cfg!(feature = "nccl") && vars.device().is_cuda()) =>
+            {
+                Ok(None)
+            }
             Launch::Mpi { .. } => mpi_group(vars).map_err(|e| match e {
                 Error::NoTransport { reason, .. } => no_transport(reason),
                 e => e,
@@ -146,8 +154,72 @@ pub fn process_device(launch: &Launch, requested: &Device) -> Result<Device> {
 
 #[cfg(feature = "mpi")]
 fn mpi_group(vars: &VarStore) -> Result<Option<ProcessGroup>> {
-    let collective = crate::collective::MpiCollective::from_world()?;
-    Ok(Some(ProcessGroup::new(vars, Box::new(collective))))
+    let mpi = crate::collective::MpiCollective::from_world()?;
+    #[cfg(feature = "nccl")]
+    if vars.device().is_cuda() {
+        let nccl = nccl_over_mpi::join(mpi, vars.device())?;
+        return Ok(Some(ProcessGroup::new(vars, Box::new(nccl))));
+    }
+    Ok(Some(ProcessGroup::new(vars, Box::new(mpi))))
+}
+
+/// Under mpirun on GPUs: NCCL moves the tensors, its unique id broadcast over MPI (as
+/// ProcessGroupNCCL broadcasts it over a store), and MPI stays up until NCCL is done.
+#[cfg(all(feature = "mpi", feature = "nccl"))]
+mod nccl_over_mpi {
+    use candle_core::{Device, Tensor};
+
+    use crate::collective::{Collective, MpiCollective, NcclCollective};
+    use crate::{Error, Result};
+
+    /// NCCL for every operation; the MPI handle kept for the process (dropped after NCCL).
+    pub struct NcclOverMpi {
+        nccl: NcclCollective,
+        mpi: MpiCollective,
+    }
+
+    /// This rank's NCCL communicator, created with rank 0's id received over `mpi`.
+    pub fn join(mut mpi: MpiCollective, device: &Device) -> Result<NcclOverMpi> {
+        let (rank, world) = (mpi.rank(), mpi.world_size());
+        let id = match rank {
+            0 => NcclCollective::unique_id()?,
+            _ => [0u8; 128],
+        };
+        let sent = Tensor::from_vec(id.to_vec(), 128, &Device::Cpu)?;
+        let got: Vec<u8> = mpi.broadcast(&[sent], 0)?[0].to_vec1()?;
+        let id: [u8; 128] = got.try_into().map_err(|_| {
+            Error::Rendezvous("the NCCL id broadcast over MPI is not 128 bytes".into())
+        })?;
+        let nccl = NcclCollective::from_rank(device, rank, world, id)?;
+        Ok(NcclOverMpi { nccl, mpi })
+    }
+
+    impl Collective for NcclOverMpi {
+        fn rank(&self) -> usize {
+            self.nccl.rank()
+        }
+
+        fn world_size(&self) -> usize {
+            self.nccl.world_size()
+        }
+
+        fn all_reduce_sum(&mut self, tensors: &[Tensor]) -> Result<Vec<Tensor>> {
+            self.nccl.all_reduce_sum(tensors)
+        }
+
+        fn reduce_sum(&mut self, tensors: &[Tensor], root: usize) -> Result<Option<Vec<Tensor>>> {
+            self.nccl.reduce_sum(tensors, root)
+        }
+
+        fn broadcast(&mut self, tensors: &[Tensor], root: usize) -> Result<Vec<Tensor>> {
+            self.nccl.broadcast(tensors, root)
+        }
+
+        fn abort(&self, reason: &str) {
+            self.nccl.abort(reason);
+            self.mpi.abort(reason);
+        }
+    }
 }
 
 #[cfg(not(feature = "mpi"))]
