@@ -24,6 +24,9 @@ mod bench_train;
 mod cuda;
 mod mpi;
 
+/// The `mpi` features of the crates with MPI tests.
+const MPI_FEATURES: &str = "flambeau-parallel/mpi,flambeau-train/mpi,flambeau-cli/mpi";
+
 /// Pinned so that fixtures regenerate identically.
 const PY_PACKAGES: &[&str] = &[
     "torch==2.15.0",
@@ -196,14 +199,15 @@ fn test(cargo_args: &[String]) -> Result<()> {
         .env(GENERIC_ENV, "generic")
         .env("FLAMBEAU_PYTHON", &python)
         .env("FLAMBEAU_REQUIRE_TORCH", "1"))?;
-    // MpiCollective across processes (mpirun -np 2 and 3 of the test binary), then
-    // `mpirun -np N flambeau train` itself (feature `mpi`).
+    // MpiCollective across processes (mpirun -np 2 and 3 of the test binary), the Trainer's
+    // ranks as processes against the one-process run, then `mpirun -np N flambeau train`
+    // itself (feature `mpi`).
     eprintln!("xtask test: the MPI tests (--features mpi, under mpirun)");
     run(Command::new(&cargo)
         .current_dir(root())
-        .args(["test", "-p", "flambeau-parallel", "-p", "flambeau-cli"])
-        .args(["--features", "flambeau-parallel/mpi,flambeau-cli/mpi"])
-        .args(["--test", "mpi", "--test", "mpi_train"])
+        .args(["test", "-p", "flambeau-parallel", "-p", "flambeau-train"])
+        .args(["-p", "flambeau-cli", "--features", MPI_FEATURES])
+        .args(["--test", "mpi", "--test", "trainer", "--test", "mpi_train"])
         .env("FLAMBEAU_REQUIRE_TORCH", "1"))?;
     // A whole ResNet-18 step, fast kernels against the generic path, as gpu-check.sh runs it
     // against a GPU.

@@ -466,3 +466,113 @@ fn processes_follow_the_one_process_run_and_resume_on_other_world_sizes() {
     run_processes(dir.path(), 3, None);
     assert_close_run(dir.path(), reference.path());
 }
+
+/// The Trainer across real processes under `mpirun` (feature `mpi`): `run_processes` with MPI
+/// in place of threads. `cargo test -p flambeau-train --features mpi --test trainer`.
+#[cfg(feature = "mpi")]
+mod under_mpirun {
+    use std::process::Command;
+
+    use flambeau_parallel::Launch;
+
+    use super::*;
+
+    /// Set in the ranks `mpirun` starts: the run directory, and the steps to stop after.
+    const RANK_DIR: &str = "FLAMBEAU_MPI_TRAINER_DIR";
+    const RANK_MAX_STEPS: &str = "FLAMBEAU_MPI_TRAINER_MAX_STEPS";
+
+    /// One rank of `mpirun -np W` (a no-op outside mpirun): per-rank batch `24 / W`.
+    #[test]
+    fn rank_program() {
+        let Ok(dir) = std::env::var(RANK_DIR) else {
+            return;
+        };
+        let launch = Launch::detect().unwrap();
+        let (rank, world) = launch.rank_and_world();
+        let max_steps: Option<u64> = std::env::var(RANK_MAX_STEPS)
+            .ok()
+            .map(|s| s.parse().unwrap());
+        let data = Data {
+            examples: 96,
+            batch_size: 24 / world,
+            shard: Some((rank, world)),
+        };
+        let mut t = trainer_on(Path::new(&dir), rank as u64, max_steps, 0.01, false, &data);
+        let group = launch
+            .join(t.var_store(), std::time::Duration::from_secs(60))
+            .unwrap()
+            .expect("a group under mpirun");
+        t = t.with_process_group(group);
+        if let Some((_, ckpt)) = Resume::Auto.open(t.manager(), &Device::Cpu).unwrap() {
+            t.resume(&ckpt).unwrap();
+        }
+        t.fit(&mut ()).unwrap();
+    }
+
+    /// `mpirun -np np` of [`rank_program`] on `dir`; false (after a loud skip) without mpirun.
+    fn mpirun(np: usize, dir: &Path, max_steps: Option<u64>) -> bool {
+        let found = Command::new("mpirun")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            flambeau_testkit::skip("mpirun is not installed (cargo xtask mpi setup): the Trainer did not run under MPI");
+            return false;
+        }
+        let mut c = Command::new("mpirun");
+        c.args([
+            "--allow-run-as-root",
+            "--oversubscribe",
+            "-np",
+            &np.to_string(),
+        ])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "under_mpirun::rank_program",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(RANK_DIR, dir);
+        if let Some(m) = max_steps {
+            c.env(RANK_MAX_STEPS, m.to_string());
+        }
+        let o = c.output().unwrap();
+        assert!(
+            o.status.success(),
+            "mpirun -np {np} failed:\n{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        true
+    }
+
+    #[test]
+    fn mpi_processes_follow_the_one_process_run_and_resume_on_other_world_sizes() {
+        let reference = one_process_batch_24();
+        for np in [2, 3] {
+            let dir = tempfile::tempdir().unwrap();
+            if !mpirun(np, dir.path(), None) {
+                return;
+            }
+            assert_close_run(dir.path(), reference.path());
+        }
+        // 2 processes for 3 steps, 1 (in-process, alone) for 3 more, then 3 to the end.
+        let dir = tempfile::tempdir().unwrap();
+        mpirun(2, dir.path(), Some(3));
+        let data = Data {
+            examples: 96,
+            batch_size: 24,
+            shard: None,
+        };
+        let mut t = trainer_on(dir.path(), 99, Some(6), 0.01, false, &data);
+        let (_, ckpt) = Resume::Auto
+            .open(t.manager(), &Device::Cpu)
+            .unwrap()
+            .unwrap();
+        t.resume(&ckpt).unwrap();
+        t.fit(&mut ()).unwrap();
+        mpirun(3, dir.path(), None);
+        assert_close_run(dir.path(), reference.path());
+    }
+}
