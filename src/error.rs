@@ -29,5 +29,5 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
-/// `Result` with the facade's [`Error`].
+/// `Result` with the facade's [`Error`](enum@Error).
 pub type Result<T> = std::result::Result<T, Error>;

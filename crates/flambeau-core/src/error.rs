@@ -81,5 +81,5 @@ fn describe_collisions(collisions: &[(String, Vec<String>)]) -> String {
     parts.join("; ")
 }
 
-/// `Result` with flambeau-core's [`Error`].
+/// `Result` with flambeau-core's [`Error`](enum@Error).
 pub type Result<T> = std::result::Result<T, Error>;

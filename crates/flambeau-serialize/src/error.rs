@@ -102,7 +102,7 @@ pub enum Error {
     Core(#[from] flambeau_core::Error),
 }
 
-/// `Result` with flambeau-serialize's [`Error`].
+/// `Result` with flambeau-serialize's [`Error`](enum@Error).
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {

@@ -90,5 +90,5 @@ pub enum Error {
     Signal(#[from] ctrlc::Error),
 }
 
-/// `Result` with flambeau-train's [`Error`].
+/// `Result` with flambeau-train's [`Error`](enum@Error).
 pub type Result<T> = std::result::Result<T, Error>;

@@ -65,7 +65,7 @@ pub enum Error {
     },
 }
 
-/// `Result` with flambeau-vision's [`Error`].
+/// `Result` with flambeau-vision's [`Error`](enum@Error).
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {

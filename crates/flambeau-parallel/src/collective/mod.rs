@@ -1,7 +1,8 @@
 //! Collective operations between the ranks of a replica group, behind one trait so that the
 //! training step is the same code whatever moves the bytes: [`HostCollective`] (host-staged,
-//! fixed summation order: several CPU replicas, several replicas on one GPU), [`NcclCollective`]
-//! (GPU to GPU through NCCL, one rank per GPU; the `nccl` feature), MPI as another backend.
+//! fixed summation order: several CPU replicas, several replicas on one GPU), `NcclCollective`
+//! (GPU to GPU through NCCL, one rank per GPU; the `nccl` feature) and `MpiCollective` (between
+//! processes under mpirun; the `mpi` feature).
 //!
 //! Every rank holds its own handle and calls the same operations in the same order, as with
 //! NCCL communicators and MPI.
