@@ -9,6 +9,7 @@ use flambeau_core::{Value, VarBuilder, VarStore};
 use flambeau_nn::loss::{cross_entropy, CrossEntropyOptions};
 use flambeau_optim::{Adam, AdamConfig, Optimizer, ParamGroup, Sgd, SgdConfig};
 use flambeau_parallel::{DataParallel, ReplicaGroup, ShardLoss};
+use flambeau_testkit::max_abs;
 
 mod mlp;
 use mlp::{build, Mlp};
@@ -96,16 +97,7 @@ fn train(kind: Opt, replicas: usize, data: &[(Tensor, Tensor)]) -> (VarStore, Va
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap() as f64
+    max_abs(&(a - b).unwrap())
 }
 
 fn tensors(v: &Value, out: &mut Vec<Tensor>) {

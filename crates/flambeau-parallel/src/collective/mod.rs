@@ -23,6 +23,37 @@ pub use mpi::{launched_by_mpi, mpi_local_rank, MpiCollective, MPI_ABORT_CODE};
 #[cfg(feature = "nccl")]
 pub use nccl::{NcclCollective, NcclRank};
 
+/// An operation of a backend that moves tensors between devices (NCCL, MPI): what their
+/// errors and agreement checks name.
+#[cfg(any(feature = "mpi", feature = "nccl"))]
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Op {
+    AllReduce,
+    Reduce(usize),
+    Broadcast(usize),
+}
+
+#[cfg(any(feature = "mpi", feature = "nccl"))]
+impl Op {
+    /// The [`Collective`] method's name.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Op::AllReduce => "all_reduce_sum",
+            Op::Reduce(_) => "reduce_sum",
+            Op::Broadcast(_) => "broadcast",
+        }
+    }
+
+    /// The root rank, for the rooted operations.
+    #[cfg(feature = "nccl")]
+    pub(crate) fn root(self) -> Option<usize> {
+        match self {
+            Op::AllReduce => None,
+            Op::Reduce(root) | Op::Broadcast(root) => Some(root),
+        }
+    }
+}
+
 /// What a rank of a replica group can do with the others.
 pub trait Collective: Send {
     /// This handle's rank, `0..world_size()`.

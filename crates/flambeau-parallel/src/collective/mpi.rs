@@ -41,7 +41,7 @@ use mpi::environment::{Threading, Universe};
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::Count;
 
-use super::Collective;
+use super::{Collective, Op};
 use crate::{Error, Result};
 
 /// The exit code `MPI_Abort` is called with ([`MpiCollective::abort`]); `mpirun` exits nonzero.
@@ -101,22 +101,8 @@ impl std::fmt::Debug for MpiCollective {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Op {
-    AllReduce,
-    Reduce(usize),
-    Broadcast(usize),
-}
-
 impl Op {
-    fn name(self) -> &'static str {
-        match self {
-            Op::AllReduce => "all_reduce_sum",
-            Op::Reduce(_) => "reduce_sum",
-            Op::Broadcast(_) => "broadcast",
-        }
-    }
-
+    /// The operation and its root, for the agreement check.
     fn describe(self) -> String {
         match self {
             Op::AllReduce => self.name().to_string(),

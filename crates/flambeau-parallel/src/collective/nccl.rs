@@ -27,7 +27,7 @@ use candle_core::op::BackpropOp;
 use candle_core::{DType, Device, DeviceLocation, Storage, Tensor};
 
 use super::host::DEFAULT_TIMEOUT;
-use super::Collective;
+use super::{Collective, Op};
 use crate::{Error, Result};
 
 /// What the ranks of one group share in this process: why the group was stopped, if it was.
@@ -73,30 +73,6 @@ pub struct NcclCollective {
 // handle on the thread that uses it and never moves it. `Send` is what [`Collective`] asks of
 // every backend.
 unsafe impl Send for NcclCollective {}
-
-#[derive(Clone, Copy, Debug)]
-enum Op {
-    AllReduce,
-    Reduce(usize),
-    Broadcast(usize),
-}
-
-impl Op {
-    fn name(self) -> &'static str {
-        match self {
-            Op::AllReduce => "all_reduce_sum",
-            Op::Reduce(_) => "reduce_sum",
-            Op::Broadcast(_) => "broadcast",
-        }
-    }
-
-    fn root(self) -> Option<usize> {
-        match self {
-            Op::AllReduce => None,
-            Op::Reduce(root) | Op::Broadcast(root) => Some(root),
-        }
-    }
-}
 
 /// The name of an NCCL result code (`ncclUnhandledCudaError`, …).
 fn nccl_message(e: NcclError) -> String {
