@@ -26,8 +26,9 @@ impl Window {
     }
 }
 
-/// Element `(ky, kx)` of every window, `[N, C, oh, ow]` each, stacked along `dim` (in
-/// row-major `ky, kx` order), from the zero-padded input.
+/// Element `(ky, kx)` of every window over the last two axes of a 4-D tensor (`[N, C, oh,
+/// ow]` each for `[N, C, H, W]`), stacked along `dim` in row-major `ky, kx` order, from the
+/// zero-padded input.
 pub(crate) fn taps(xs: &Tensor, g: Window, dim: usize) -> candle_core::Result<Tensor> {
     let (_, _, h, w) = xs.dims4()?;
     let padded = pad_to_span(xs, 2, h, g.span(g.kh, g.oh), g.p)?;
