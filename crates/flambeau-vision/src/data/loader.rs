@@ -209,9 +209,13 @@ impl DataLoader {
         let config = self.config.clone();
         let seed = self.state.seed;
         let start = self.state.batch.min(total);
+        let device = self.device.clone();
+        // The copy to the device happens here too, so on a GPU the next batch is uploaded
+        // while the training thread runs the current step.
         let handle = std::thread::spawn(move || {
             for b in start..total {
-                let batch = make_batch(&*dataset, &config, &order, seed, epoch, b as usize);
+                let batch = make_batch(&*dataset, &config, &order, seed, epoch, b as usize)
+                    .and_then(|host| upload(host, &device));
                 if tx.send(batch).is_err() {
                     break; // the consumer stopped early
                 }
@@ -274,10 +278,20 @@ fn make_batch(
     Ok((pixels, labels, indices, chw))
 }
 
+/// A prepared batch as tensors on `device`.
+fn upload((pixels, labels, indices, [c, h, w]): HostBatch, device: &Device) -> Result<Batch> {
+    let n = labels.len();
+    Ok(Batch {
+        images: Tensor::from_vec(pixels, (n, c, h, w), &Device::Cpu)?.to_device(device)?,
+        labels: Tensor::from_vec(labels, n, &Device::Cpu)?.to_device(device)?,
+        indices,
+    })
+}
+
 /// The batches of one epoch (see [`DataLoader::epoch`]).
 pub struct EpochIter<'a> {
     loader: &'a mut DataLoader,
-    rx: Receiver<Result<HostBatch>>,
+    rx: Receiver<Result<Batch>>,
     handle: Option<JoinHandle<()>>,
     remaining: u64,
 }
@@ -307,14 +321,6 @@ impl Iterator for EpochIter<'_> {
             state.epoch += 1;
             state.batch = 0;
         }
-        Some(msg.and_then(|(pixels, labels, indices, [c, h, w])| {
-            let n = labels.len();
-            let device = &self.loader.device;
-            Ok(Batch {
-                images: Tensor::from_vec(pixels, (n, c, h, w), &Device::Cpu)?.to_device(device)?,
-                labels: Tensor::from_vec(labels, n, &Device::Cpu)?.to_device(device)?,
-                indices,
-            })
-        }))
+        Some(msg)
     }
 }
