@@ -22,11 +22,11 @@ pub mod state_dict;
 pub mod value;
 pub mod var_store;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, TensorKind};
 pub use finite::NonFinite;
 pub use init::{FanMode, Init, Nonlinearity};
 pub use keys::KeyRule;
-pub use load::{LoadError, LoadOptions, LoadReport};
+pub use load::{IncompatibleKeys, LoadOptions, LoadReport};
 pub use raw_tensor::{Quantizer, RawData, RawStorage, RawStrided, RawTensor};
 pub use state_dict::StateDict;
 pub use value::{Dict, DictKind, Object, Value};

@@ -73,11 +73,14 @@ impl Conv2d {
             || !in_channels.is_multiple_of(config.groups)
             || !out_channels.is_multiple_of(config.groups)
         {
-            return Err(flambeau_core::Error::Msg(format!(
-                "Conv2d {}: in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by groups ({})",
-                vb.prefix(),
-                config.groups
-            )));
+            return Err(flambeau_core::Error::invalid_argument(
+                "groups",
+                format!(
+                    "Conv2d {}: in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by groups ({})",
+                    vb.prefix(),
+                    config.groups
+                ),
+            ));
         }
         let shape = (
             out_channels,

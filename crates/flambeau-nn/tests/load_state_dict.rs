@@ -1,7 +1,7 @@
 //! load_state_dict: PyTorch's exact error texts, the diagnosis, and the all-or-nothing rule.
 
 use candle_core::{DType, Device, Tensor};
-use flambeau_core::{KeyRule, LoadError, LoadOptions, StateDict, VarStore};
+use flambeau_core::{Error, KeyRule, LoadOptions, StateDict, VarStore};
 use flambeau_nn::{BatchNorm2d, BatchNormConfig, Conv2d, Conv2dConfig, Linear};
 use flambeau_testkit::{fixture, load_json, to_f64_vec};
 
@@ -33,7 +33,7 @@ fn snapshot(vs: &VarStore) -> Vec<(String, Vec<f64>)> {
         .collect()
 }
 
-fn incompatible(err: LoadError) -> flambeau_core::load::IncompatibleKeys {
+fn incompatible(err: Error) -> flambeau_core::IncompatibleKeys {
     err.incompatible().expect("a key error").clone()
 }
 
@@ -282,7 +282,7 @@ fn dtype_is_cast_like_copy_and_reported() {
     let err = vs
         .load_state_dict(&sd, &LoadOptions::default().cast_dtype(false))
         .unwrap_err();
-    assert!(matches!(err, LoadError::Dtype { .. }), "{err}");
+    assert!(matches!(err, Error::Dtype { .. }), "{err}");
 }
 
 #[test]
@@ -321,6 +321,8 @@ fn bad_key_rule_is_an_error_not_a_panic() {
         err.to_string().contains("invalid regular expression"),
         "{err}"
     );
+    // The rule's own error, not wrapped in another layer.
+    assert!(matches!(err, Error::Regex { .. }), "{err:?}");
 }
 
 /// Small helper so tests read top-down.

@@ -92,9 +92,15 @@ fn betas(g: &ParamGroup) -> Result<(f64, f64)> {
     match g.options.get("betas").and_then(Value::as_seq) {
         Some([a, b]) => match (a.as_f64(), b.as_f64()) {
             (Some(a), Some(b)) => Ok((a, b)),
-            _ => Err(Error::Msg("`betas` must be two numbers".into())),
+            _ => Err(Error::invalid_argument(
+                "betas",
+                "`betas` must be two numbers",
+            )),
         },
-        _ => Err(Error::Msg("param group has no `betas` pair".into())),
+        _ => Err(Error::invalid_argument(
+            "betas",
+            "param group has no `betas` pair",
+        )),
     }
 }
 
@@ -104,12 +110,16 @@ fn check_group(options: &Dict) -> Result<()> {
         params: Vec::new(),
         options: options.clone(),
     };
-    validate::non_negative("Invalid learning rate", g.get_f64("lr")?)?;
-    validate::non_negative("Invalid epsilon value", g.get_f64("eps")?)?;
+    validate::non_negative("lr", "Invalid learning rate", g.get_f64("lr")?)?;
+    validate::non_negative("eps", "Invalid epsilon value", g.get_f64("eps")?)?;
     let (b1, b2) = betas(&g)?;
-    validate::unit_interval("Invalid beta parameter at index 0", b1)?;
-    validate::unit_interval("Invalid beta parameter at index 1", b2)?;
-    validate::non_negative("Invalid weight_decay value", g.get_f64("weight_decay")?)
+    validate::unit_interval("betas", "Invalid beta parameter at index 0", b1)?;
+    validate::unit_interval("betas", "Invalid beta parameter at index 1", b2)?;
+    validate::non_negative(
+        "weight_decay",
+        "Invalid weight_decay value",
+        g.get_f64("weight_decay")?,
+    )
 }
 
 /// `t / s` as a true division (PyTorch divides by the scalar; candle's `/ f64` multiplies by
@@ -260,7 +270,12 @@ impl Optimizer for Adam {
         let mut states = vec![None; params.len()];
         for (i, (s, p)) in loaded.state.iter().zip(&params).enumerate() {
             let Some(s) = s else { continue };
-            let missing = |k: &str| Error::Msg(format!("Adam state of parameter {i} has no `{k}`"));
+            let missing = |k: &str| {
+                Error::invalid_state(
+                    "optimizer",
+                    format!("Adam state of parameter {i} has no `{k}`"),
+                )
+            };
             states[i] = Some(AdamState {
                 step: state_dict::step_count(s)?,
                 exp_avg: state_dict::tensor_for(s, "exp_avg", p)?

@@ -16,12 +16,15 @@ pub fn clip_grad_norm(
     max_norm: f64,
     norm_type: f64,
 ) -> Result<f64> {
-    validate::non_negative("Invalid max_norm value", max_norm)?;
+    validate::non_negative("max_norm", "Invalid max_norm value", max_norm)?;
     if norm_type.is_nan() || norm_type < 1.0 && norm_type.is_finite() {
-        return Err(Error::Msg(format!(
-            "clip_grad_norm: unsupported norm_type {}; expected a number >= 1 or inf",
-            validate::py_float(norm_type)
-        )));
+        return Err(Error::invalid_argument(
+            "norm_type",
+            format!(
+                "clip_grad_norm: unsupported norm_type {}; expected a number >= 1 or inf",
+                validate::py_float(norm_type)
+            ),
+        ));
     }
     let present: Vec<&Var> = params
         .iter()
@@ -66,7 +69,7 @@ pub fn clip_grad_norm(
 /// Clamps every gradient of `params` into `[-clip_value, clip_value]`; `clip_value` is a finite
 /// number ≥ 0.
 pub fn clip_grad_value(grads: &mut GradStore, params: &[Var], clip_value: f64) -> Result<()> {
-    validate::non_negative("Invalid clip_value", clip_value)?;
+    validate::non_negative("clip_value", "Invalid clip_value", clip_value)?;
     for p in params {
         if let Some(g) = grads.get(p.as_tensor()) {
             let clamped = g.clamp(-clip_value, clip_value)?;

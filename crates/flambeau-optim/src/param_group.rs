@@ -39,7 +39,9 @@ impl ParamGroup {
         self.options
             .get(key)
             .and_then(Value::as_f64)
-            .ok_or_else(|| Error::Msg(format!("param group has no numeric `{key}`")))
+            .ok_or_else(|| {
+                Error::invalid_argument(key, format!("param group has no numeric `{key}`"))
+            })
     }
 
     /// A boolean hyper-parameter (missing or None counts as false).

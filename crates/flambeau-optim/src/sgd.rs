@@ -66,18 +66,25 @@ fn defaults_group(options: Dict) -> ParamGroup {
 
 /// PyTorch's constructor checks, applied to one group's values.
 fn check_group(g: &ParamGroup) -> Result<()> {
-    validate::non_negative("Invalid learning rate", g.get_f64("lr")?)?;
+    validate::non_negative("lr", "Invalid learning rate", g.get_f64("lr")?)?;
     let momentum = g.get_f64("momentum")?;
-    validate::non_negative("Invalid momentum value", momentum)?;
-    validate::non_negative("Invalid weight_decay value", g.get_f64("weight_decay")?)?;
+    validate::non_negative("momentum", "Invalid momentum value", momentum)?;
+    validate::non_negative(
+        "weight_decay",
+        "Invalid weight_decay value",
+        g.get_f64("weight_decay")?,
+    )?;
     let dampening = g.get_f64("dampening")?;
-    validate::finite("Invalid dampening value", dampening)?;
+    validate::finite("dampening", "Invalid dampening value", dampening)?;
     if g.get_bool("nesterov") && (momentum <= 0.0 || dampening != 0.0) {
-        return Err(Error::Msg(format!(
-            "Nesterov momentum requires a momentum and zero dampening (got momentum={}, dampening={}); set momentum > 0 and dampening=0, or nesterov=false",
-            validate::py_float(momentum),
-            validate::py_float(dampening)
-        )));
+        return Err(Error::invalid_argument(
+            "nesterov",
+            format!(
+                "Nesterov momentum requires a momentum and zero dampening (got momentum={}, dampening={}); set momentum > 0 and dampening=0, or nesterov=false",
+                validate::py_float(momentum),
+                validate::py_float(dampening)
+            ),
+        ));
     }
     Ok(())
 }

@@ -43,7 +43,8 @@ pub struct Loaded<'a> {
 /// Validates `value` like PyTorch's `Optimizer.load_state_dict` and maps the file's parameter
 /// ids onto this optimizer's parameters (group by group, position by position).
 pub fn parse<'a>(groups: &[ParamGroup], value: &'a Value) -> Result<Loaded<'a>> {
-    let bad = |what: &str| Error::Msg(format!("optimizer state_dict: {what}"));
+    let bad =
+        |what: &str| Error::invalid_state("optimizer", format!("optimizer state_dict: {what}"));
     let saved_groups = value
         .get("param_groups")
         .and_then(Value::as_seq)
@@ -53,8 +54,9 @@ pub fn parse<'a>(groups: &[ParamGroup], value: &'a Value) -> Result<Loaded<'a>> 
         .and_then(Value::as_dict)
         .ok_or_else(|| bad("no `state` dict (is this an optimizer state_dict?)"))?;
     if saved_groups.len() != groups.len() {
-        return Err(Error::Msg(
-            "loaded state dict has a different number of parameter groups".into(),
+        return Err(Error::invalid_state(
+            "optimizer",
+            "loaded state dict has a different number of parameter groups",
         ));
     }
     let total: usize = groups.iter().map(|g| g.params.len()).sum();
@@ -70,8 +72,9 @@ pub fn parse<'a>(groups: &[ParamGroup], value: &'a Value) -> Result<Loaded<'a>> 
             .and_then(Value::as_seq)
             .ok_or_else(|| bad("a param group has no `params` list"))?;
         if ids.len() != g.params.len() {
-            return Err(Error::Msg(
-                "loaded state dict contains a parameter group that doesn't match the size of optimizer's group".into(),
+            return Err(Error::invalid_state(
+                "optimizer",
+                "loaded state dict contains a parameter group that doesn't match the size of optimizer's group",
             ));
         }
         for (pos, id) in ids.iter().enumerate() {
@@ -100,17 +103,23 @@ pub fn tensor_for(state: &Dict, key: &str, param: &Var) -> Result<Option<Tensor>
         return Ok(None);
     };
     let t = v.as_tensor().ok_or_else(|| {
-        Error::Msg(format!(
-            "optimizer state `{key}` is a {}, not a tensor",
-            v.type_name()
-        ))
+        Error::invalid_state(
+            "optimizer",
+            format!(
+                "optimizer state `{key}` is a {}, not a tensor",
+                v.type_name()
+            ),
+        )
     })?;
     if t.dims() != param.dims() {
-        return Err(Error::Msg(format!(
-            "optimizer state `{key}` has shape {:?} but its parameter has shape {:?}",
-            t.dims(),
-            param.dims()
-        )));
+        return Err(Error::invalid_state(
+            "optimizer",
+            format!(
+                "optimizer state `{key}` has shape {:?} but its parameter has shape {:?}",
+                t.dims(),
+                param.dims()
+            ),
+        ));
     }
     let mut t = t.to_device(param.device())?;
     if t.dtype().is_float() && t.dtype() != param.dtype() {
@@ -124,9 +133,15 @@ pub fn tensor_for(state: &Dict, key: &str, param: &Var) -> Result<Option<Tensor>
 pub fn step_count(state: &Dict) -> Result<f64> {
     match state.get("step") {
         Some(Value::Tensor(t)) => Ok(t.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?),
-        Some(v) => v
-            .as_f64()
-            .ok_or_else(|| Error::Msg(format!("optimizer state `step` is a {}", v.type_name()))),
-        None => Err(Error::Msg("optimizer state has no `step`".into())),
+        Some(v) => v.as_f64().ok_or_else(|| {
+            Error::invalid_state(
+                "optimizer",
+                format!("optimizer state `step` is a {}", v.type_name()),
+            )
+        }),
+        None => Err(Error::invalid_state(
+            "optimizer",
+            "optimizer state has no `step`",
+        )),
     }
 }

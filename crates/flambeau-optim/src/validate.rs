@@ -29,48 +29,49 @@ pub(crate) fn py_float(x: f64) -> String {
     }
 }
 
-/// `x` must be a finite number ≥ 0; otherwise `{what}: {x}` (PyTorch's prefix) and the rule.
-pub(crate) fn non_negative(what: &str, x: f64) -> Result<()> {
+/// `x` must be a finite number ≥ 0; otherwise [`Error::InvalidArgument`] for the argument `name`,
+/// saying `{what}: {x}` (PyTorch's prefix) and the rule.
+pub(crate) fn non_negative(name: &str, what: &str, x: f64) -> Result<()> {
     if x.is_finite() && x >= 0.0 {
         return Ok(());
     }
-    Err(Error::Msg(format!(
-        "{what}: {}; expected a finite number >= 0",
-        py_float(x)
-    )))
+    Err(Error::invalid_argument(
+        name,
+        format!("{what}: {}; expected a finite number >= 0", py_float(x)),
+    ))
 }
 
 /// `x` must be finite (any sign).
-pub(crate) fn finite(what: &str, x: f64) -> Result<()> {
+pub(crate) fn finite(name: &str, what: &str, x: f64) -> Result<()> {
     if x.is_finite() {
         return Ok(());
     }
-    Err(Error::Msg(format!(
-        "{what}: {}; expected a finite number",
-        py_float(x)
-    )))
+    Err(Error::invalid_argument(
+        name,
+        format!("{what}: {}; expected a finite number", py_float(x)),
+    ))
 }
 
 /// `x` must lie in `[0, 1)` (Adam's betas).
-pub(crate) fn unit_interval(what: &str, x: f64) -> Result<()> {
+pub(crate) fn unit_interval(name: &str, what: &str, x: f64) -> Result<()> {
     if (0.0..1.0).contains(&x) {
         return Ok(());
     }
-    Err(Error::Msg(format!(
-        "{what}: {}; expected a number in [0, 1)",
-        py_float(x)
-    )))
+    Err(Error::invalid_argument(
+        name,
+        format!("{what}: {}; expected a number in [0, 1)", py_float(x)),
+    ))
 }
 
 /// `x` must be a finite number > 0.
-pub(crate) fn positive(what: &str, x: f64) -> Result<()> {
+pub(crate) fn positive(name: &str, what: &str, x: f64) -> Result<()> {
     if x.is_finite() && x > 0.0 {
         return Ok(());
     }
-    Err(Error::Msg(format!(
-        "{what}: {}; expected a finite number > 0",
-        py_float(x)
-    )))
+    Err(Error::invalid_argument(
+        name,
+        format!("{what}: {}; expected a finite number > 0", py_float(x)),
+    ))
 }
 
 #[cfg(test)]

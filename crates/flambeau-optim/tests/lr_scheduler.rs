@@ -209,6 +209,34 @@ fn invalid_configurations_are_errors() {
     for _ in 0..3 {
         one.step(opt.as_mut()).unwrap();
     }
-    let err = one.step(opt.as_mut()).unwrap_err().to_string();
-    assert!(err.contains("Tried to step 4 times"), "{err}");
+    let err = one.step(opt.as_mut()).unwrap_err();
+    assert!(err.to_string().contains("Tried to step 4 times"), "{err}");
+    assert!(
+        matches!(
+            err,
+            flambeau_core::Error::StepsExhausted {
+                step: 4,
+                total_steps: 3
+            }
+        ),
+        "{err:?}"
+    );
+    let err = LinearLr::new(0.0, 1.0, 5).unwrap_err();
+    assert!(
+        matches!(&err, flambeau_core::Error::InvalidArgument { name, .. } if name == "start_factor"),
+        "{err:?}"
+    );
+    let err = one
+        .load_state_dict(&flambeau_core::Value::Int(1))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            flambeau_core::Error::InvalidState {
+                what: "scheduler",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }

@@ -286,3 +286,48 @@ fn clipping_refuses_nan_thresholds() {
     let g: Vec<f32> = grads.get(p.as_tensor()).unwrap().to_vec1().unwrap();
     assert_eq!(g, vec![1.0; 3]);
 }
+
+#[test]
+fn refusals_are_typed_and_name_the_argument() {
+    use flambeau_core::Error;
+    let err = Sgd::new(
+        group(),
+        SgdConfig {
+            lr: -1.0,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Invalid learning rate: -1.0; expected a finite number >= 0"
+    );
+    assert!(
+        matches!(&err, Error::InvalidArgument { name, .. } if name == "lr"),
+        "{err:?}"
+    );
+    let err = Adam::new(
+        group(),
+        AdamConfig {
+            betas: (1.5, 0.999),
+            ..AdamConfig::default()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidArgument { name, .. } if name == "betas"),
+        "{err:?}"
+    );
+    let mut opt = Sgd::new(group(), SgdConfig::default()).unwrap();
+    let err = opt.load_state_dict(&Value::Int(1)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidState {
+                what: "optimizer",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}

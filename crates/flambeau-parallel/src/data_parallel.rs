@@ -3,7 +3,7 @@
 
 use candle_core::backprop::GradStore;
 use candle_core::{Device, ModuleT, Tensor};
-use flambeau_core::{LoadError, LoadOptions, LoadReport, StateDict, VarStore};
+use flambeau_core::{LoadOptions, LoadReport, StateDict, VarStore};
 
 use crate::replicate::{copy_state, replicate, BuildModel, Replica};
 use crate::{gather, parallel_apply, scatter, Error, Result};
@@ -121,7 +121,7 @@ impl<M: ModuleT + Sync> DataParallel<M> {
         &self,
         sd: &StateDict,
         opts: &LoadOptions,
-    ) -> std::result::Result<LoadReport, LoadError> {
+    ) -> flambeau_core::Result<LoadReport> {
         self.vars.load_state_dict(&sd.strip_wrappers(), opts)
     }
 

@@ -39,8 +39,16 @@ pub enum Error {
     #[error("{0} is a directory, expected a .pth/.safetensors file")]
     InputIsADirectory(PathBuf),
     /// Neither a zip archive nor a legacy PyTorch stream.
-    #[error("not a PyTorch checkpoint: {0}")]
-    NotACheckpoint(String),
+    #[error("not a PyTorch checkpoint: {}{message}", in_file(.path))]
+    NotACheckpoint {
+        /// The file, when the bytes came from one.
+        path: Option<PathBuf>,
+        /// What the bytes are instead.
+        message: String,
+    },
+    /// A directory was given that holds no checkpoint file flambeau knows to pick.
+    #[error("not a PyTorch checkpoint: {0} is a directory without model.safetensors, pytorch_model.bin or a *.index.json of shards; give the checkpoint file itself")]
+    NoCheckpointInDirectory(PathBuf),
     /// A TorchScript archive (`torch.jit.save`) whose state dict could not be recovered.
     #[error("this is a TorchScript archive (torch.jit.save) and its state dict could not be recovered: {0}. In PyTorch: `torch.save(torch.jit.load(path).state_dict(), 'weights.pth')`")]
     TorchScript(String),
@@ -72,6 +80,16 @@ pub enum Error {
     /// A storage dtype flambeau cannot represent.
     #[error("unsupported storage type `{0}`")]
     UnsupportedDtype(String),
+    /// A safetensors file holds a dtype flambeau cannot represent.
+    #[error("unsupported storage type `safetensors {dtype} (tensor `{key}` of {path})`")]
+    UnsupportedSafetensorsDtype {
+        /// The file.
+        path: PathBuf,
+        /// The tensor's name.
+        key: String,
+        /// safetensors' name for the dtype (`C64`).
+        dtype: String,
+    },
     /// A tensor's view reaches past its storage.
     #[error("tensor view needs {needed} elements of storage `{key}`, which has {available}")]
     StorageTooSmall {
@@ -85,15 +103,29 @@ pub enum Error {
     /// A value that cannot be written so that `torch.load` (weights_only) accepts it.
     #[error("cannot write {0}")]
     Unwritable(String),
+    /// A sharded save to a path whose file name is not UTF-8, which the shards' names are
+    /// built from.
+    #[error("cannot write shards named after {0}")]
+    UnnamableShards(PathBuf),
     /// No state dict in the file.
     #[error("{0}")]
     NoStateDict(String),
     /// A training checkpoint that cannot be used.
-    #[error("{0}")]
-    Checkpoint(String),
+    #[error("{}{message}", in_file(.path))]
+    Checkpoint {
+        /// The file, when known.
+        path: Option<PathBuf>,
+        /// What is wrong, and the fix.
+        message: String,
+    },
     /// From safetensors.
-    #[error("safetensors: {0}")]
-    Safetensors(String),
+    #[error("safetensors: {}{message}", in_file(.path))]
+    Safetensors {
+        /// The file, when the error is about one being read.
+        path: Option<PathBuf>,
+        /// What safetensors said.
+        message: String,
+    },
     /// From Candle.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
@@ -102,10 +134,33 @@ pub enum Error {
     Core(#[from] flambeau_core::Error),
 }
 
+/// `"{path}: "` when there is a path, so that a message reads `file.pth: what is wrong`.
+fn in_file(path: &Option<PathBuf>) -> String {
+    path.as_ref()
+        .map(|p| format!("{}: ", p.display()))
+        .unwrap_or_default()
+}
+
 /// `Result` with flambeau-serialize's [`Error`](enum@Error).
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// [`Error::NotACheckpoint`] for bytes not (yet) known to come from a file.
+    pub(crate) fn not_a_checkpoint(message: impl Into<String>) -> Self {
+        Error::NotACheckpoint {
+            path: None,
+            message: message.into(),
+        }
+    }
+
+    /// [`Error::Checkpoint`] without a path (the caller that knows the file adds it).
+    pub(crate) fn checkpoint(message: impl Into<String>) -> Self {
+        Error::Checkpoint {
+            path: None,
+            message: message.into(),
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),

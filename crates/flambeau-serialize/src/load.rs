@@ -38,7 +38,13 @@ pub fn load(path: impl AsRef<Path>, config: &LoadConfig) -> Result<Value> {
     let map =
         unsafe { memmap2::Mmap::map(&file) }.map_err(|e| crate::files::read_error(path, e))?;
     load_from(&map, Some(&file), config).map_err(|e| match e {
-        Error::NotACheckpoint(m) => Error::NotACheckpoint(format!("{}: {m}", path.display())),
+        Error::NotACheckpoint {
+            path: None,
+            message,
+        } => Error::NotACheckpoint {
+            path: Some(path.to_path_buf()),
+            message,
+        },
         other => other,
     })
 }
@@ -57,12 +63,12 @@ fn load_from(data: &[u8], file: Option<&std::fs::File>, config: &LoadConfig) -> 
         return legacy::load(data, &config.device);
     }
     if data.starts_with(&[0x80]) {
-        return Err(Error::NotACheckpoint(
-            "a bare pickle without PyTorch's magic number (pickle.dump, not torch.save)".into(),
+        return Err(Error::not_a_checkpoint(
+            "a bare pickle without PyTorch's magic number (pickle.dump, not torch.save)",
         ));
     }
-    Err(Error::NotACheckpoint(
-        "neither a zip archive nor a legacy torch.save stream".into(),
+    Err(Error::not_a_checkpoint(
+        "neither a zip archive nor a legacy torch.save stream",
     ))
 }
 
@@ -156,7 +162,7 @@ fn load_zip(data: &[u8], file: Option<&std::fs::File>, config: &LoadConfig) -> R
     let first = zip
         .entries()
         .first()
-        .ok_or_else(|| Error::NotACheckpoint("an empty zip archive".into()))?;
+        .ok_or_else(|| Error::not_a_checkpoint("an empty zip archive"))?;
     // Readers take the first record's folder, whatever it is called.
     let prefix = match first.name.find('/') {
         Some(i) => first.name[..=i].to_string(),
@@ -167,7 +173,7 @@ fn load_zip(data: &[u8], file: Option<&std::fs::File>, config: &LoadConfig) -> R
         if torchscript {
             Error::TorchScript(format!("the archive has no {prefix}data.pkl"))
         } else {
-            Error::NotACheckpoint(format!("a zip archive without {prefix}data.pkl"))
+            Error::not_a_checkpoint(format!("a zip archive without {prefix}data.pkl"))
         }
     })?;
     let big_endian = match zip.find(&format!("{prefix}byteorder")) {

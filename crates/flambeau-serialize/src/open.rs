@@ -81,10 +81,7 @@ pub fn open_file(path: impl AsRef<Path>, config: &LoadConfig) -> Result<Opened> 
                 return open_file(path.join(name), config);
             }
         }
-        return Err(Error::NotACheckpoint(format!(
-            "{} is a directory without model.safetensors, pytorch_model.bin or a *.index.json of shards; give the checkpoint file itself",
-            path.display()
-        )));
+        return Err(Error::NoCheckpointInDirectory(path.to_path_buf()));
     }
     open_one(path, config)
 }

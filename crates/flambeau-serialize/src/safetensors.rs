@@ -114,8 +114,10 @@ pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<StateDict> {
     let file = std::fs::File::open(path).map_err(|e| files::read_error(path, e))?;
     // SAFETY: read-only map, dropped before returning.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| files::read_error(path, e))?;
-    let st = SafeTensors::deserialize(&map)
-        .map_err(|e| Error::Safetensors(format!("{}: {e}", path.display())))?;
+    let st = SafeTensors::deserialize(&map).map_err(|e| Error::Safetensors {
+        path: Some(path.to_path_buf()),
+        message: e.to_string(),
+    })?;
     let base = map.as_ptr() as usize;
     let mut views: Vec<_> = st.tensors();
     views.sort_by_key(|(_, v)| v.data().as_ptr() as usize - base);
@@ -124,12 +126,10 @@ pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<StateDict> {
         let (_, torch_name, candle) = DTYPES
             .iter()
             .find(|(d, _, _)| *d == view.dtype())
-            .ok_or_else(|| {
-                Error::UnsupportedDtype(format!(
-                    "safetensors {:?} (tensor `{name}` of {})",
-                    view.dtype(),
-                    path.display()
-                ))
+            .ok_or_else(|| Error::UnsupportedSafetensorsDtype {
+                path: path.to_path_buf(),
+                key: name.clone(),
+                dtype: format!("{:?}", view.dtype()),
             })?;
         match candle {
             Some(dtype) => {
@@ -177,7 +177,10 @@ pub fn save(sd: &StateDict, path: impl AsRef<Path>) -> Result<()> {
         safetensors::serialize_to_file(tensors.iter().map(|(k, t)| (k.as_str(), t)), None, tmp)
             .map_err(|e| match e {
                 safetensors::SafeTensorError::IoError(io) => Error::io(tmp, io),
-                other => Error::Safetensors(other.to_string()),
+                other => Error::Safetensors {
+                    path: None,
+                    message: other.to_string(),
+                },
             })
     })
 }

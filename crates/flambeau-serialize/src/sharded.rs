@@ -226,7 +226,7 @@ pub fn save(sd: &StateDict, path: &Path, max_bytes: u64) -> Result<Vec<PathBuf>>
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
-        .ok_or_else(|| Error::Unwritable(format!("shards named after {}", path.display())))?;
+        .ok_or_else(|| Error::UnnamableShards(path.to_path_buf()))?;
     let (stem, ext) = name.rsplit_once('.').unwrap_or((name, "bin"));
     let n = shards.len();
     let mut written = Vec::with_capacity(n + 1);

@@ -24,7 +24,7 @@ pub enum Error {
     Candle(#[from] candle_core::Error),
     /// The model in a checkpoint does not fit the model being trained.
     #[error("resuming the model: {0}")]
-    ResumeModel(#[source] Box<flambeau_core::LoadError>),
+    ResumeModel(#[source] flambeau_core::Error),
     /// The optimizer or scheduler state in a checkpoint does not fit the ones being trained.
     #[error("resuming the {what}: {source}")]
     ResumeState {

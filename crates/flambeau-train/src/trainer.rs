@@ -244,7 +244,7 @@ impl<M: ModuleT> Trainer<M> {
         self.s
             .vs
             .load_state_dict(&ckpt.model.strip_wrappers(), &Default::default())
-            .map_err(|e| Error::ResumeModel(Box::new(e)))?;
+            .map_err(Error::ResumeModel)?;
         if let Some(o) = &ckpt.optimizer {
             self.s
                 .optimizer

@@ -59,9 +59,10 @@ pub enum Error {
     Load {
         /// The file.
         path: PathBuf,
-        /// `load_state_dict`'s error (boxed: it carries the whole diagnosis).
+        /// `load_state_dict`'s error (boxed: the enclosing error stays small;
+        /// [`flambeau_core::Error::incompatible`] gives the key report and the diagnosis).
         #[source]
-        source: Box<flambeau_core::LoadError>,
+        source: Box<flambeau_core::Error>,
     },
 }
 

@@ -4,7 +4,7 @@
 //! prepared before the first tensor of the model is written.
 
 pub mod diagnosis;
-mod error;
+mod incompatible;
 mod options;
 mod report;
 mod shape_mismatch;
@@ -12,13 +12,14 @@ mod shape_mismatch;
 use candle_core::{Tensor, Var};
 
 pub use diagnosis::{find_prefix, Diagnosis, PrefixMatch, Remedy};
-pub use error::{IncompatibleKeys, LoadError};
+pub use incompatible::IncompatibleKeys;
 pub use options::LoadOptions;
 pub use report::{DtypeCast, LoadReport};
 pub use shape_mismatch::{torch_size, ShapeMismatch};
 
+use crate::error::TensorKind;
 use crate::var_store::EntryKind;
-use crate::{StateDict, VarStore};
+use crate::{Error, Result, StateDict, VarStore};
 
 /// The counter BatchNorm gained in PyTorch 1.2 (module version 2).
 const NUM_BATCHES_TRACKED: &str = "num_batches_tracked";
@@ -28,12 +29,11 @@ impl VarStore {
     ///
     /// On success the report lists what was loaded, cast, filled in and (non-strict) what did
     /// not match. On failure nothing in the model has changed, and the error's text is PyTorch's
-    /// followed by the likely cause and the fix.
-    pub fn load_state_dict(
-        &self,
-        sd: &StateDict,
-        opts: &LoadOptions,
-    ) -> Result<LoadReport, LoadError> {
+    /// followed by the likely cause and the fix: [`Error::Incompatible`] (its key report is
+    /// [`Error::incompatible`]) for keys and shapes, [`Error::Dtype`], [`Error::UnsupportedTensor`]
+    /// or [`Error::Copy`] for a tensor, and a key rule's own error ([`Error::Regex`],
+    /// [`Error::KeyCollision`]) when a rule cannot be applied.
+    pub fn load_state_dict(&self, sd: &StateDict, opts: &LoadOptions) -> Result<LoadReport> {
         let model: Vec<_> = self
             .entries()
             .into_iter()
@@ -43,9 +43,7 @@ impl VarStore {
 
         let mut sd = sd.clone();
         for rule in &opts.key_rules {
-            sd = sd
-                .map_keeping_raw(|sd| rule.apply(sd, &model_keys))
-                .map_err(LoadError::KeyRule)?;
+            sd = sd.map_keeping_raw(|sd| rule.apply(sd, &model_keys))?;
         }
 
         let mut report = LoadReport::default();
@@ -61,10 +59,12 @@ impl VarStore {
                         Some(&widened)
                     }
                     Some(Err(_)) | None => {
-                        return Err(LoadError::UnsupportedTensor {
+                        return Err(Error::UnsupportedTensor {
                             key: e.name.clone(),
-                            dtype: raw.dtype.clone(),
-                            layout: raw.layout().to_string(),
+                            tensor: Box::new(TensorKind {
+                                dtype: raw.dtype.clone(),
+                                layout: raw.layout().to_string(),
+                            }),
                         })
                     }
                 },
@@ -105,7 +105,7 @@ impl VarStore {
             &mismatches,
         );
         if failed_keys || failed_shapes {
-            return Err(LoadError::Incompatible(Box::new(IncompatibleKeys {
+            return Err(Error::Incompatible(Box::new(IncompatibleKeys {
                 model_name: self.model_name(),
                 strict: opts.strict,
                 missing_keys: report.missing_keys,
@@ -118,9 +118,9 @@ impl VarStore {
 
         // Everything was checked above, so a failure here would be a device fault.
         for (key, var, src) in writes {
-            var.set(&src).map_err(|source| LoadError::Copy {
+            var.set(&src).map_err(|source| Error::Copy {
                 key: key.to_string(),
-                source,
+                source: Box::new(source),
             })?;
         }
         Ok(report)
@@ -141,16 +141,16 @@ fn prepare(
     src: &Tensor,
     var: &Var,
     opts: &LoadOptions,
-) -> Result<(Tensor, Option<DtypeCast>), LoadError> {
-    let copy_err = |source| LoadError::Copy {
+) -> Result<(Tensor, Option<DtypeCast>)> {
+    let copy_err = |source| Error::Copy {
         key: key.to_string(),
-        source,
+        source: Box::new(source),
     };
     let mut cast = None;
     let mut t = src.to_device(var.device()).map_err(copy_err)?;
     if t.dtype() != var.dtype() {
         if !opts.cast_dtype {
-            return Err(LoadError::Dtype {
+            return Err(Error::Dtype {
                 key: key.to_string(),
                 from: t.dtype(),
                 to: var.dtype(),

@@ -20,7 +20,7 @@ pub struct CosineAnnealingLr {
 impl Schedule for CosineAnnealingLr {
     fn validate(&self) -> Result<()> {
         check_steps("T_max", self.t_max)?;
-        crate::validate::non_negative("Invalid eta_min value", self.eta_min)
+        crate::validate::non_negative("eta_min", "Invalid eta_min value", self.eta_min)
     }
 
     fn get_lr(&self, s: &SchedulerState, groups: &mut [ParamGroup]) -> Result<Vec<f64>> {

@@ -34,16 +34,22 @@ impl Schedule for LinearLr {
     fn validate(&self) -> Result<()> {
         // Written so that NaN fails (PyTorch's `start_factor > 1.0 or start_factor <= 0` lets it in).
         if !(self.start_factor > 0.0 && self.start_factor <= 1.0) {
-            return Err(Error::Msg(format!(
-                "Starting multiplicative factor expected to be greater than 0 and less or equal to 1, got {}.",
-                py_float(self.start_factor)
-            )));
+            return Err(Error::invalid_argument(
+                "start_factor",
+                format!(
+                    "Starting multiplicative factor expected to be greater than 0 and less or equal to 1, got {}.",
+                    py_float(self.start_factor)
+                ),
+            ));
         }
         if !(0.0..=1.0).contains(&self.end_factor) {
-            return Err(Error::Msg(format!(
-                "Ending multiplicative factor expected to be between 0 and 1, got {}.",
-                py_float(self.end_factor)
-            )));
+            return Err(Error::invalid_argument(
+                "end_factor",
+                format!(
+                    "Ending multiplicative factor expected to be between 0 and 1, got {}.",
+                    py_float(self.end_factor)
+                ),
+            ));
         }
         check_steps("total_iters", self.total_iters)
     }

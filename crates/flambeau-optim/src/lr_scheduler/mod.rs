@@ -95,7 +95,7 @@ pub struct Scheduler<S> {
 /// A decay factor: finite and ≥ 0 (a negative one would make the learning rate negative,
 /// which the optimizers refuse).
 pub(crate) fn check_gamma(gamma: f64) -> Result<()> {
-    validate::non_negative("Invalid gamma value", gamma)
+    validate::non_negative("gamma", "Invalid gamma value", gamma)
 }
 
 /// A period or length in steps: at least 1 (PyTorch divides by it).
@@ -103,9 +103,10 @@ pub(crate) fn check_steps(what: &str, n: i64) -> Result<()> {
     if n >= 1 {
         return Ok(());
     }
-    Err(Error::Msg(format!(
-        "Expected positive integer {what}, but got {n}"
-    )))
+    Err(Error::invalid_argument(
+        what,
+        format!("Expected positive integer {what}, but got {n}"),
+    ))
 }
 
 fn group_lrs(opt: &dyn Optimizer) -> Vec<f64> {
@@ -113,27 +114,39 @@ fn group_lrs(opt: &dyn Optimizer) -> Vec<f64> {
 }
 
 pub(crate) fn field<'a>(d: &'a Dict, key: &str) -> Result<&'a Value> {
-    d.get(key)
-        .ok_or_else(|| Error::Msg(format!("scheduler state_dict has no `{key}`")))
+    d.get(key).ok_or_else(|| {
+        Error::invalid_state("scheduler", format!("scheduler state_dict has no `{key}`"))
+    })
 }
 
 pub(crate) fn field_f64(d: &Dict, key: &str) -> Result<f64> {
-    field(d, key)?
-        .as_f64()
-        .ok_or_else(|| Error::Msg(format!("scheduler state `{key}` is not a number")))
+    field(d, key)?.as_f64().ok_or_else(|| {
+        Error::invalid_state(
+            "scheduler",
+            format!("scheduler state `{key}` is not a number"),
+        )
+    })
 }
 
 pub(crate) fn field_i64(d: &Dict, key: &str) -> Result<i64> {
-    field(d, key)?
-        .as_i64()
-        .ok_or_else(|| Error::Msg(format!("scheduler state `{key}` is not an integer")))
+    field(d, key)?.as_i64().ok_or_else(|| {
+        Error::invalid_state(
+            "scheduler",
+            format!("scheduler state `{key}` is not an integer"),
+        )
+    })
 }
 
 pub(crate) fn field_f64_list(d: &Dict, key: &str) -> Result<Vec<f64>> {
     field(d, key)?
         .as_seq()
         .and_then(|s| s.iter().map(Value::as_f64).collect())
-        .ok_or_else(|| Error::Msg(format!("scheduler state `{key}` is not a list of numbers")))
+        .ok_or_else(|| {
+            Error::invalid_state(
+                "scheduler",
+                format!("scheduler state `{key}` is not a list of numbers"),
+            )
+        })
 }
 
 pub(crate) fn floats(v: &[f64]) -> Value {
@@ -229,9 +242,9 @@ impl<S: Schedule> LrScheduler for Scheduler<S> {
     }
 
     fn load_state_dict(&mut self, state: &Value) -> Result<()> {
-        let d = state
-            .as_dict()
-            .ok_or_else(|| Error::Msg("a scheduler state_dict must be a dict".into()))?;
+        let d = state.as_dict().ok_or_else(|| {
+            Error::invalid_state("scheduler", "a scheduler state_dict must be a dict")
+        })?;
         self.schedule.load_fields(d)?;
         self.state.base_lrs = field_f64_list(d, "base_lrs")?;
         self.state.last_epoch = field_i64(d, "last_epoch")?;

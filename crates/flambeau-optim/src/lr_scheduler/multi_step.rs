@@ -81,7 +81,12 @@ impl Schedule for MultiStepLr {
     }
 
     fn load_fields(&mut self, d: &Dict) -> Result<()> {
-        let bad = || Error::Msg("MultiStepLR `milestones` must map ints to counts".into());
+        let bad = || {
+            Error::invalid_state(
+                "scheduler",
+                "MultiStepLR `milestones` must map ints to counts",
+            )
+        };
         let counter = field(d, "milestones")?.as_dict().ok_or_else(bad)?;
         self.milestones = counter
             .entries

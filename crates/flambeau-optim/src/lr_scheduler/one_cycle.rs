@@ -148,9 +148,10 @@ impl OneCycleLr {
         match self.max_lr.len() {
             1 => Ok(self.max_lr[0]),
             n if n == groups => Ok(self.max_lr[group]),
-            n => Err(Error::Msg(format!(
-                "expected 1 or {groups} values for max_lr, got {n}"
-            ))),
+            n => Err(Error::invalid_argument(
+                "max_lr",
+                format!("expected 1 or {groups} values for max_lr, got {n}"),
+            )),
         }
     }
 }
@@ -170,25 +171,43 @@ fn set_momentum(g: &mut ParamGroup, use_beta1: bool, m: f64) {
 impl Schedule for OneCycleLr {
     fn prepare(&mut self, groups: &mut [ParamGroup], uses_betas: bool) -> Result<()> {
         if self.total_steps <= 0 {
-            return Err(Error::Msg(format!(
-                "Expected positive integer total_steps, but got {}",
-                self.total_steps
-            )));
+            return Err(Error::invalid_argument(
+                "total_steps",
+                format!(
+                    "Expected positive integer total_steps, but got {}",
+                    self.total_steps
+                ),
+            ));
         }
         if !(0.0..=1.0).contains(&self.pct_start) {
-            return Err(Error::Msg(format!(
-                "Expected float between 0 and 1 pct_start, but got {}",
-                py_float(self.pct_start)
-            )));
+            return Err(Error::invalid_argument(
+                "pct_start",
+                format!(
+                    "Expected float between 0 and 1 pct_start, but got {}",
+                    py_float(self.pct_start)
+                ),
+            ));
         }
         for &lr in &self.max_lr {
-            validate::non_negative("Invalid max_lr value", lr)?;
+            validate::non_negative("max_lr", "Invalid max_lr value", lr)?;
         }
-        validate::positive("Invalid div_factor value", self.div_factor)?;
-        validate::positive("Invalid final_div_factor value", self.final_div_factor)?;
+        validate::positive("div_factor", "Invalid div_factor value", self.div_factor)?;
+        validate::positive(
+            "final_div_factor",
+            "Invalid final_div_factor value",
+            self.final_div_factor,
+        )?;
         if self.cycle_momentum {
-            validate::non_negative("Invalid base_momentum value", self.base_momentum)?;
-            validate::non_negative("Invalid max_momentum value", self.max_momentum)?;
+            validate::non_negative(
+                "base_momentum",
+                "Invalid base_momentum value",
+                self.base_momentum,
+            )?;
+            validate::non_negative(
+                "max_momentum",
+                "Invalid max_momentum value",
+                self.max_momentum,
+            )?;
         }
         self.use_beta1 = uses_betas;
         let n = groups.len();
@@ -210,10 +229,10 @@ impl Schedule for OneCycleLr {
     fn get_lr(&self, s: &SchedulerState, groups: &mut [ParamGroup]) -> Result<Vec<f64>> {
         let step = s.last_epoch as f64;
         if s.last_epoch > self.total_steps {
-            return Err(Error::Msg(format!(
-                "Tried to step {} times. The specified number of total steps is {}",
-                s.last_epoch, self.total_steps
-            )));
+            return Err(Error::StepsExhausted {
+                step: s.last_epoch,
+                total_steps: self.total_steps,
+            });
         }
         let phases = self.phases();
         let mut out = Vec::with_capacity(groups.len());
@@ -274,9 +293,10 @@ impl Schedule for OneCycleLr {
             Some("cos") => AnnealStrategy::Cos,
             Some("linear") => AnnealStrategy::Linear,
             other => {
-                return Err(Error::Msg(format!(
-                    "unknown OneCycleLR anneal strategy {other:?}"
-                )))
+                return Err(Error::invalid_state(
+                    "scheduler",
+                    format!("unknown OneCycleLR anneal strategy {other:?}"),
+                ))
             }
         };
         self.cycle_momentum = field(d, "cycle_momentum")?.as_bool().unwrap_or(true);

@@ -36,16 +36,20 @@ impl SequentialLr {
         milestones: Vec<i64>,
     ) -> Result<Self> {
         if schedulers.is_empty() {
-            return Err(Error::Msg(
-                "SequentialLR expects at least one scheduler, but got no scheduler.".into(),
+            return Err(Error::invalid_argument(
+                "schedulers",
+                "SequentialLR expects at least one scheduler, but got no scheduler.",
             ));
         }
         if milestones.len() != schedulers.len() - 1 {
-            return Err(Error::Msg(format!(
-                "Sequential Schedulers expects number of schedulers provided to be one more than the number of milestone points, but got number of schedulers {} and the number of milestones to be equal to {}",
-                schedulers.len(),
-                milestones.len()
-            )));
+            return Err(Error::invalid_argument(
+                "milestones",
+                format!(
+                    "Sequential Schedulers expects number of schedulers provided to be one more than the number of milestone points, but got number of schedulers {} and the number of milestones to be equal to {}",
+                    schedulers.len(),
+                    milestones.len()
+                ),
+            ));
         }
         for g in opt.param_groups_mut() {
             let initial = g.get_f64("initial_lr")?;
@@ -104,18 +108,21 @@ impl LrScheduler for SequentialLr {
     }
 
     fn load_state_dict(&mut self, state: &Value) -> Result<()> {
-        let d = state
-            .as_dict()
-            .ok_or_else(|| Error::Msg("a scheduler state_dict must be a dict".into()))?;
-        let children = field(d, "_schedulers")?
-            .as_seq()
-            .ok_or_else(|| Error::Msg("SequentialLR `_schedulers` must be a list".into()))?;
+        let d = state.as_dict().ok_or_else(|| {
+            Error::invalid_state("scheduler", "a scheduler state_dict must be a dict")
+        })?;
+        let children = field(d, "_schedulers")?.as_seq().ok_or_else(|| {
+            Error::invalid_state("scheduler", "SequentialLR `_schedulers` must be a list")
+        })?;
         if children.len() != self.schedulers.len() {
-            return Err(Error::Msg(format!(
-                "SequentialLR state has {} schedulers, this one {}",
-                children.len(),
-                self.schedulers.len()
-            )));
+            return Err(Error::invalid_state(
+                "scheduler",
+                format!(
+                    "SequentialLR state has {} schedulers, this one {}",
+                    children.len(),
+                    self.schedulers.len()
+                ),
+            ));
         }
         for (s, c) in self.schedulers.iter_mut().zip(children) {
             s.load_state_dict(c)?;
@@ -123,7 +130,9 @@ impl LrScheduler for SequentialLr {
         self.milestones = field(d, "_milestones")?
             .as_seq()
             .and_then(|m| m.iter().map(Value::as_i64).collect())
-            .ok_or_else(|| Error::Msg("SequentialLR `_milestones` must be ints".into()))?;
+            .ok_or_else(|| {
+                Error::invalid_state("scheduler", "SequentialLR `_milestones` must be ints")
+            })?;
         self.last_epoch = field_i64(d, "last_epoch")?;
         self.last_lr = field_f64_list(d, "_last_lr")?;
         Ok(())

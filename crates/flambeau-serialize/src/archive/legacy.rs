@@ -146,7 +146,7 @@ pub fn load(data: &[u8], device: &candle_core::Device) -> Result<Value> {
     match next(&mut none, &mut pos)? {
         Value::Int(PROTOCOL_VERSION) => {}
         other => {
-            return Err(Error::NotACheckpoint(format!(
+            return Err(Error::not_a_checkpoint(format!(
                 "legacy protocol version {other:?}, expected {PROTOCOL_VERSION}"
             )))
         }

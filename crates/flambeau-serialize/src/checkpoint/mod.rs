@@ -133,7 +133,7 @@ impl Checkpoint {
             _ => {
                 let inner = d.get(layout.model_key()).expect("detected by its key");
                 find_state_dict(inner).map_err(|e| {
-                    Error::Checkpoint(format!(
+                    Error::checkpoint(format!(
                         "`{}` of this {} holds no state dict: {e}",
                         layout.model_key(),
                         layout.describe()
@@ -191,9 +191,14 @@ impl Checkpoint {
         }
         let value = crate::load(path, config)?;
         Self::from_value(&value).map_err(|e| match e {
-            Error::NoStateDict(m) | Error::Checkpoint(m) => {
-                Error::Checkpoint(format!("{}: {m}", path.display()))
-            }
+            Error::NoStateDict(message)
+            | Error::Checkpoint {
+                path: None,
+                message,
+            } => Error::Checkpoint {
+                path: Some(path.to_path_buf()),
+                message,
+            },
             other => other,
         })
     }
@@ -249,7 +254,7 @@ fn number(v: &Value, key: &str) -> Result<f64> {
             return Ok(x[0]);
         }
     }
-    Err(Error::Checkpoint(format!(
+    Err(Error::checkpoint(format!(
         "`{key}` should be a number, the file has a {}",
         v.type_name()
     )))

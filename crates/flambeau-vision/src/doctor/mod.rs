@@ -14,7 +14,7 @@ mod target;
 use std::path::Path;
 
 use flambeau_core::load::{Diagnosis, IncompatibleKeys, Remedy};
-use flambeau_core::{KeyRule, LoadError, LoadOptions, StateDict, Value, VarStore};
+use flambeau_core::{KeyRule, LoadOptions, StateDict, Value, VarStore};
 use flambeau_serialize::{find_state_dict, open_file, LoadConfig};
 
 pub use finding::Finding;
@@ -64,9 +64,9 @@ pub fn diagnose_file(path: impl AsRef<Path>, target: &Target) -> Result<DoctorRe
     let first_incompatible = first
         .as_ref()
         .err()
-        .and_then(LoadError::incompatible)
+        .and_then(flambeau_core::Error::incompatible)
         .cloned();
-    let mut attempt = first.map(|r| (r, None)).map_err(Box::new);
+    let mut attempt = first.map(|r| (r, None));
     let mut rounds = 0;
     while let Err(err) = &attempt {
         let Some(keys) = err.incompatible() else {
@@ -83,9 +83,7 @@ pub fn diagnose_file(path: impl AsRef<Path>, target: &Target) -> Result<DoctorRe
         if fix == before || rounds >= MAX_ROUNDS {
             break;
         }
-        attempt = try_fix(&vs, sd, &fix)
-            .map(|r| (r, Some(())))
-            .map_err(Box::new);
+        attempt = try_fix(&vs, sd, &fix).map(|r| (r, Some(())));
     }
 
     let pytorch_says = pytorch_says(&findings, first_incompatible.as_ref(), &attempt, &vs);
@@ -163,8 +161,8 @@ fn try_fix(
     vs: &VarStore,
     sd: &StateDict,
     fix: &Fix,
-) -> std::result::Result<flambeau_core::LoadReport, LoadError> {
-    let fixed = apply_fix(sd, fix).map_err(LoadError::KeyRule)?;
+) -> flambeau_core::Result<flambeau_core::LoadReport> {
+    let fixed = apply_fix(sd, fix)?;
     vs.load_state_dict(&fixed, &LoadOptions::default().strict(fix.strict))
 }
 
@@ -242,7 +240,7 @@ fn has_foreign_objects(v: &Value) -> bool {
 fn pytorch_says<T>(
     findings: &[Finding],
     first: Option<&IncompatibleKeys>,
-    last: &std::result::Result<T, Box<LoadError>>,
+    last: &flambeau_core::Result<T>,
     vs: &VarStore,
 ) -> Option<String> {
     if let Some(text) = findings.iter().find_map(Finding::pytorch_says) {

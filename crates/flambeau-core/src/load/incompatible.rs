@@ -1,9 +1,7 @@
-//! [`LoadError`]: why `load_state_dict` refused, in PyTorch's words plus the diagnosis.
+//! [`IncompatibleKeys`]: why `load_state_dict` refused, in PyTorch's words plus the diagnosis
+//! (carried by [`Error::Incompatible`](crate::Error::Incompatible)).
 
 use std::fmt;
-
-use candle_core::DType;
-use thiserror::Error;
 
 use super::diagnosis::Diagnosis;
 use super::shape_mismatch::ShapeMismatch;
@@ -68,60 +66,5 @@ impl fmt::Display for IncompatibleKeys {
             }
         }
         Ok(())
-    }
-}
-
-/// Why `load_state_dict` changed nothing.
-#[derive(Debug, Error)]
-pub enum LoadError {
-    /// Missing/unexpected keys (strict) or shape mismatches.
-    #[error("{0}")]
-    Incompatible(Box<IncompatibleKeys>),
-
-    /// A key rule could not be applied (a bad regular expression).
-    #[error("key rule failed: {0}")]
-    KeyRule(#[source] crate::Error),
-
-    /// `cast_dtype` is off and a dtype differs.
-    #[error("dtype mismatch for {key}: the checkpoint has {from:?}, the model {to:?} (enable LoadOptions::cast_dtype to cast as copy_ does)")]
-    Dtype {
-        /// The model's key.
-        key: String,
-        /// dtype in the checkpoint.
-        from: DType,
-        /// dtype in the model.
-        to: DType,
-    },
-
-    /// The checkpoint's tensor has a dtype or layout no model tensor can take (complex,
-    /// float8_e5m2, uint64, quantized, sparse).
-    #[error("while copying the parameter named \"{key}\", the checkpoint's tensor is {dtype} ({layout}), which flambeau cannot load into a model. Dequantize, densify or cast it in PyTorch first (e.g. `sd[\"{key}\"] = sd[\"{key}\"].dequantize()` / `.to_dense()` / `.float()`), or drop it with KeyRule::drop")]
-    UnsupportedTensor {
-        /// The model's key.
-        key: String,
-        /// PyTorch's dtype name (`qint8`, `complex64`).
-        dtype: String,
-        /// The layout (`strided`, `quantized`, `sparse_coo`).
-        layout: String,
-    },
-
-    /// Casting or moving a tensor failed.
-    #[error("while copying the parameter named \"{key}\": {source}")]
-    Copy {
-        /// The model's key.
-        key: String,
-        /// What candle said.
-        #[source]
-        source: candle_core::Error,
-    },
-}
-
-impl LoadError {
-    /// The key report, when the error is about keys or shapes.
-    pub fn incompatible(&self) -> Option<&IncompatibleKeys> {
-        match self {
-            LoadError::Incompatible(k) => Some(k),
-            _ => None,
-        }
     }
 }
