@@ -53,14 +53,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// Writing the metrics plot.
+    /// Drawing or encoding the metrics plot (writing the file is [`Error::Io`]).
     #[error("writing the plot {path}: {source}")]
     Plot {
         /// The file.
         path: PathBuf,
-        /// What the encoder said.
+        /// What the drawing library or the PNG encoder said.
         #[source]
-        source: image::ImageError,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A new run was about to write into the directory of another run.
     #[error(

@@ -1,158 +1,205 @@
-//! `metrics.png`: training and validation loss and accuracy per epoch, drawn with a few lines of
-//! rasterising code (no font or plotting dependency; labels use a built-in 3×5 pixel font).
+//! `metrics.png`: training and validation loss and accuracy per epoch, drawn with
+//! [plotters](https://docs.rs/plotters) into an RGB buffer and encoded by `image`.
+//!
+//! The text uses a font compiled into the binary (Ubuntu Light, from the `epaint_default_fonts`
+//! crate): nothing comes from the system's fonts or the network, so the plot looks the same on a
+//! bare machine.
 
+use std::io::Write;
 use std::path::Path;
+use std::sync::OnceLock;
 
-use image::{Rgb, RgbImage};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::{register_font, FontStyle};
 
 use crate::history::EpochRecord;
 use crate::{Error, Result};
 
+/// Width of `metrics.png` in pixels.
 const WIDTH: u32 = 900;
+/// Height of `metrics.png` in pixels.
 const HEIGHT: u32 = 380;
-const SCALE: i64 = 2;
-const BACKGROUND: Rgb<u8> = Rgb([255, 255, 255]);
-const AXIS: Rgb<u8> = Rgb([40, 40, 40]);
-const GRID: Rgb<u8> = Rgb([225, 225, 225]);
-const TRAIN: Rgb<u8> = Rgb([31, 119, 180]);
-const VAL: Rgb<u8> = Rgb([255, 127, 14]);
+/// The family the embedded font is registered under: plotters' `sans-serif`.
+const FONT: &str = "sans-serif";
+const AXIS: RGBColor = RGBColor(40, 40, 40);
+const GRID: RGBColor = RGBColor(225, 225, 225);
+const TRAIN: RGBColor = RGBColor(31, 119, 180);
+const VAL: RGBColor = RGBColor(255, 127, 14);
+/// Above this many epochs the lines go without a marker per epoch.
+const MARKERS_UP_TO: usize = 40;
 
-/// Draws the loss panel (left) and the accuracy panel (right) and saves the PNG.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Draws the loss panel (left) and the accuracy panel (right) of `history` and writes them to
+/// `path` as a PNG, replacing the old file atomically (the bytes go to `<path>.tmp` first, then a
+/// rename). Non-finite values (a diverged epoch) leave a gap in their line; an empty history
+/// gives empty panels.
 pub fn write_png(path: &Path, history: &[EpochRecord]) -> Result<()> {
-    let mut img = RgbImage::from_pixel(WIDTH, HEIGHT, BACKGROUND);
-    let (margin, gap, right_margin) = (70, 100, 24);
-    let panel_w = (WIDTH as i64 - margin - gap - right_margin) / 2;
-    let (top, bottom) = (40, HEIGHT as i64 - 40);
-    let loss = Panel {
-        title: "loss",
-        left: margin,
-        right: margin + panel_w,
-        top,
-        bottom,
-        y_range: data_range(history.iter().flat_map(|r| [r.train_loss, r.val_loss])),
-        percent: false,
+    let png = render_png(history).map_err(|source| Error::Plot {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let tmp = path.with_extension("png.tmp");
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&png)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
     };
-    let acc = Panel {
-        title: "accuracy %",
-        left: margin + panel_w + gap,
-        right: margin + 2 * panel_w + gap,
-        top,
-        bottom,
-        y_range: (0.0, 100.0),
-        percent: true,
-    };
-    let epochs = history.len().max(1);
-    for (panel, series) in [
-        (
-            &loss,
-            [
-                history.iter().map(|r| r.train_loss).collect::<Vec<_>>(),
-                history.iter().map(|r| r.val_loss).collect(),
-            ],
-        ),
-        (
-            &acc,
-            [
-                history.iter().map(|r| 100.0 * r.train_acc).collect(),
-                history.iter().map(|r| 100.0 * r.val_acc).collect(),
-            ],
-        ),
-    ] {
-        panel.draw_frame(&mut img, epochs);
-        for (values, color) in series.iter().zip([TRAIN, VAL]) {
-            panel.draw_series(&mut img, values, epochs, color);
-        }
-        text(&mut img, panel.right - 60, panel.top - 26, "train", TRAIN);
-        text(&mut img, panel.right - 60, panel.top - 14, "val", VAL);
-    }
-    img.save(path).map_err(|source| Error::Plot {
+    write().map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
     })
 }
 
+/// The bytes of the PNG file.
+fn render_png(history: &[EpochRecord]) -> std::result::Result<Vec<u8>, BoxError> {
+    let mut rgb = vec![0u8; WIDTH as usize * HEIGHT as usize * 3];
+    draw(&mut rgb, history)?;
+    let img = image::RgbImage::from_raw(WIDTH, HEIGHT, rgb).ok_or("the plot's pixel buffer")?;
+    let mut png = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut png, image::ImageFormat::Png)?;
+    Ok(png.into_inner())
+}
+
+/// Registers the embedded font with plotters, once per process.
+fn register_embedded_font() -> std::result::Result<(), BoxError> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let registered = *REGISTERED.get_or_init(|| {
+        register_font(FONT, FontStyle::Normal, epaint_default_fonts::UBUNTU_LIGHT).is_ok()
+    });
+    if registered {
+        Ok(())
+    } else {
+        Err("the embedded font (Ubuntu Light) does not parse".into())
+    }
+}
+
+/// Draws both panels into `rgb` (`WIDTH × HEIGHT` pixels, 3 bytes each).
+fn draw(rgb: &mut [u8], history: &[EpochRecord]) -> std::result::Result<(), BoxError> {
+    register_embedded_font()?;
+    let root = BitMapBackend::with_buffer(rgb, (WIDTH, HEIGHT)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let panels = root.split_evenly((1, 2));
+    let loss = [
+        history.iter().map(|r| r.train_loss).collect::<Vec<_>>(),
+        history.iter().map(|r| r.val_loss).collect(),
+    ];
+    let accuracy = [
+        history
+            .iter()
+            .map(|r| 100.0 * r.train_acc)
+            .collect::<Vec<_>>(),
+        history.iter().map(|r| 100.0 * r.val_acc).collect(),
+    ];
+    let loss_panel = Panel {
+        title: "loss",
+        y_desc: "loss",
+        y_range: data_range(loss.iter().flatten().copied()),
+        percent: false,
+        // Losses fall: the legend goes where the curves end up not being.
+        legend: SeriesLabelPosition::UpperRight,
+    };
+    let accuracy_panel = Panel {
+        title: "accuracy",
+        y_desc: "accuracy %",
+        y_range: (0.0, 100.0),
+        percent: true,
+        legend: SeriesLabelPosition::LowerRight,
+    };
+    loss_panel.draw(&panels[0], &loss)?;
+    accuracy_panel.draw(&panels[1], &accuracy)?;
+    root.present()?;
+    Ok(())
+}
+
+/// One of the two panels.
 struct Panel {
     title: &'static str,
-    left: i64,
-    right: i64,
-    top: i64,
-    bottom: i64,
+    y_desc: &'static str,
     y_range: (f64, f64),
+    /// Whole-number labels on the y axis.
     percent: bool,
+    legend: SeriesLabelPosition,
 }
 
 impl Panel {
-    fn x(&self, i: usize, epochs: usize) -> i64 {
-        if epochs <= 1 {
-            return (self.left + self.right) / 2;
-        }
-        self.left + (self.right - self.left) * i as i64 / (epochs as i64 - 1)
-    }
-
-    fn y(&self, v: f64) -> i64 {
-        let (lo, hi) = self.y_range;
-        let t = ((v - lo) / (hi - lo)).clamp(0.0, 1.0);
-        self.bottom - ((self.bottom - self.top) as f64 * t).round() as i64
-    }
-
-    fn draw_frame(&self, img: &mut RgbImage, epochs: usize) {
-        let (lo, hi) = self.y_range;
-        for k in 0..=4 {
-            let v = lo + (hi - lo) * k as f64 / 4.0;
-            let y = self.y(v);
-            line(img, (self.left, y), (self.right, y), GRID);
-            let label = if self.percent || hi >= 100.0 {
-                format!("{v:.0}")
+    /// Draws `series` (train, val), one value per epoch.
+    fn draw(
+        &self,
+        area: &DrawingArea<BitMapBackend<'_>, Shift>,
+        series: &[Vec<f64>; 2],
+    ) -> std::result::Result<(), BoxError> {
+        let epochs = series[0].len();
+        // Epochs are 1-based; a single epoch still gets an x axis around it.
+        let x_range = if epochs <= 1 {
+            0.5..1.5
+        } else {
+            1.0..epochs as f64
+        };
+        let (y_lo, y_hi) = self.y_range;
+        let mut chart = ChartBuilder::on(area)
+            .caption(self.title, (FONT, 20).into_font().color(&AXIS))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(56)
+            .build_cartesian_2d(x_range, y_lo..y_hi)?;
+        let label_font = (FONT, 13).into_font().color(&AXIS);
+        let whole_epochs = |x: &f64| {
+            if x.fract() == 0.0 {
+                format!("{x:.0}")
             } else {
-                format!("{v:.2}")
-            };
-            text(img, self.left - 8 - width_of(&label), y - 5, &label, AXIS);
-        }
-        let every = epochs.div_ceil(10);
-        for i in (0..epochs).step_by(every) {
-            let x = self.x(i, epochs);
-            line(img, (x, self.bottom), (x, self.bottom + 4), AXIS);
-            let label = format!("{}", i + 1);
-            text(img, x - width_of(&label) / 2, self.bottom + 8, &label, AXIS);
-        }
-        line(img, (self.left, self.top), (self.left, self.bottom), AXIS);
-        line(
-            img,
-            (self.left, self.bottom),
-            (self.right, self.bottom),
-            AXIS,
-        );
-        text(img, self.left, self.top - 26, self.title, AXIS);
-        let xlabel = "epoch";
-        text(
-            img,
-            (self.left + self.right) / 2 - width_of(xlabel) / 2,
-            self.bottom + 22,
-            xlabel,
-            AXIS,
-        );
-    }
-
-    fn draw_series(&self, img: &mut RgbImage, values: &[f64], epochs: usize, color: Rgb<u8>) {
-        let points: Vec<(i64, i64)> = values
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| v.is_finite())
-            .map(|(i, &v)| (self.x(i, epochs), self.y(v)))
-            .collect();
-        for w in points.windows(2) {
-            for d in [(0, 0), (0, 1), (1, 0)] {
-                line(
-                    img,
-                    (w[0].0 + d.0, w[0].1 + d.1),
-                    (w[1].0 + d.0, w[1].1 + d.1),
-                    color,
-                );
+                String::new()
             }
+        };
+        let whole_percent = |y: &f64| format!("{y:.0}");
+        let mut mesh = chart.configure_mesh();
+        mesh
+            // At most one label per epoch, so that the labels fall on whole epochs.
+            .x_labels(epochs.clamp(1, 10))
+            .y_labels(6)
+            .x_label_formatter(&whole_epochs)
+            .x_desc("epoch")
+            .y_desc(self.y_desc)
+            .label_style(label_font.clone())
+            .axis_desc_style(label_font.clone())
+            .axis_style(AXIS)
+            .bold_line_style(GRID)
+            .light_line_style(TRANSPARENT);
+        if self.percent {
+            mesh.y_label_formatter(&whole_percent);
         }
-        for &(x, y) in &points {
-            fill(img, x - 2, y - 2, 5, 5, color);
+        mesh.draw()?;
+        for (values, (name, color)) in series.iter().zip([("train", TRAIN), ("val", VAL)]) {
+            let points: Vec<Option<(f64, f64)>> = values
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| v.is_finite().then(|| ((i + 1) as f64, v.clamp(y_lo, y_hi))))
+                .collect();
+            // A non-finite value breaks the line; a lone finite value keeps its marker.
+            for run in points.split(Option::is_none).filter(|r| !r.is_empty()) {
+                let run: Vec<(f64, f64)> = run.iter().flatten().copied().collect();
+                chart.draw_series(LineSeries::new(run.iter().copied(), color.stroke_width(2)))?;
+                if epochs <= MARKERS_UP_TO || run.len() == 1 {
+                    chart.draw_series(run.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+                }
+            }
+            chart
+                .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())?
+                .label(name)
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2))
+                });
         }
+        chart
+            .configure_series_labels()
+            .position(self.legend.clone())
+            .label_font(label_font)
+            .background_style(WHITE.mix(0.85))
+            .border_style(GRID)
+            .draw()?;
+        Ok(())
     }
 }
 
@@ -170,91 +217,123 @@ fn data_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     ((lo - pad).max(0.0), hi + pad)
 }
 
-fn put(img: &mut RgbImage, x: i64, y: i64, c: Rgb<u8>) {
-    if x >= 0 && y >= 0 && (x as u32) < img.width() && (y as u32) < img.height() {
-        img.put_pixel(x as u32, y as u32, c);
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn fill(img: &mut RgbImage, x: i64, y: i64, w: i64, h: i64, c: Rgb<u8>) {
-    for yy in y..y + h {
-        for xx in x..x + w {
-            put(img, xx, yy, c);
-        }
-    }
-}
-
-/// Bresenham's line.
-fn line(img: &mut RgbImage, (mut x0, mut y0): (i64, i64), (x1, y1): (i64, i64), c: Rgb<u8>) {
-    let (dx, dy) = ((x1 - x0).abs(), -(y1 - y0).abs());
-    let (sx, sy) = (if x0 < x1 { 1 } else { -1 }, if y0 < y1 { 1 } else { -1 });
-    let mut err = dx + dy;
-    loop {
-        put(img, x0, y0, c);
-        if x0 == x1 && y0 == y1 {
-            break;
-        }
-        let e2 = 2 * err;
-        if e2 >= dy {
-            err += dy;
-            x0 += sx;
-        }
-        if e2 <= dx {
-            err += dx;
-            y0 += sy;
-        }
-    }
-}
-
-fn width_of(s: &str) -> i64 {
-    s.chars().count() as i64 * 4 * SCALE
-}
-
-fn text(img: &mut RgbImage, x: i64, y: i64, s: &str, c: Rgb<u8>) {
-    for (i, ch) in s.chars().enumerate() {
-        let rows = glyph(ch);
-        for (r, bits) in rows.iter().enumerate() {
-            for col in 0..3 {
-                if bits & (0b100 >> col) != 0 {
-                    let px = x + (i as i64 * 4 + col) * SCALE;
-                    fill(img, px, y + r as i64 * SCALE, SCALE, SCALE, c);
+    fn history(epochs: usize) -> Vec<EpochRecord> {
+        (0..epochs)
+            .map(|i| {
+                let t = i as f64;
+                EpochRecord {
+                    epoch: i as u64 + 1,
+                    train_loss: 2.3 * (-t / 6.0).exp() + 0.15,
+                    train_acc: 0.1 + 0.85 * (1.0 - (-t / 5.0).exp()),
+                    val_loss: 2.2 * (-t / 7.0).exp() + 0.35,
+                    val_acc: 0.1 + 0.75 * (1.0 - (-t / 6.0).exp()),
+                    lr: 0.1,
+                    seconds: 1.0,
                 }
-            }
-        }
+            })
+            .collect()
     }
-}
 
-/// A 3×5 glyph, one row per entry, most significant of the 3 bits on the left.
-fn glyph(c: char) -> [u8; 5] {
-    match c {
-        '0' => [0b111, 0b101, 0b101, 0b101, 0b111],
-        '1' => [0b010, 0b110, 0b010, 0b010, 0b111],
-        '2' => [0b111, 0b001, 0b111, 0b100, 0b111],
-        '3' => [0b111, 0b001, 0b111, 0b001, 0b111],
-        '4' => [0b101, 0b101, 0b111, 0b001, 0b001],
-        '5' => [0b111, 0b100, 0b111, 0b001, 0b111],
-        '6' => [0b111, 0b100, 0b111, 0b101, 0b111],
-        '7' => [0b111, 0b001, 0b001, 0b010, 0b010],
-        '8' => [0b111, 0b101, 0b111, 0b101, 0b111],
-        '9' => [0b111, 0b101, 0b111, 0b001, 0b111],
-        '.' => [0, 0, 0, 0, 0b010],
-        '-' => [0, 0, 0b111, 0, 0],
-        '%' => [0b101, 0b001, 0b010, 0b100, 0b101],
-        'a' => [0, 0b011, 0b101, 0b101, 0b011],
-        'c' => [0, 0b011, 0b100, 0b100, 0b011],
-        'e' => [0b010, 0b101, 0b111, 0b100, 0b011],
-        'h' => [0b100, 0b100, 0b111, 0b101, 0b101],
-        'i' => [0b010, 0, 0b010, 0b010, 0b010],
-        'l' => [0b010, 0b010, 0b010, 0b010, 0b011],
-        'n' => [0, 0b110, 0b101, 0b101, 0b101],
-        'o' => [0, 0b010, 0b101, 0b101, 0b010],
-        'p' => [0, 0b110, 0b101, 0b110, 0b100],
-        'r' => [0, 0b101, 0b110, 0b100, 0b100],
-        's' => [0, 0b011, 0b110, 0b011, 0b110],
-        't' => [0b010, 0b111, 0b010, 0b010, 0b011],
-        'u' => [0, 0b101, 0b101, 0b101, 0b011],
-        'v' => [0, 0b101, 0b101, 0b101, 0b010],
-        'y' => [0b101, 0b101, 0b011, 0b001, 0b110],
-        _ => [0; 5],
+    fn render(history: &[EpochRecord]) -> image::RgbImage {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.png");
+        write_png(&path, history).unwrap();
+        assert!(!path.with_extension("png.tmp").exists());
+        image::open(&path).unwrap().to_rgb8()
+    }
+
+    /// Pixels of (about) `color` inside the rectangle.
+    fn count(img: &image::RgbImage, (x0, x1): (u32, u32), color: RGBColor) -> usize {
+        let near = |a: u8, b: u8| a.abs_diff(b) <= 24;
+        (x0..x1)
+            .flat_map(|x| (0..HEIGHT).map(move |y| (x, y)))
+            .filter(|&(x, y)| {
+                let p = img.get_pixel(x, y).0;
+                near(p[0], color.0) && near(p[1], color.1) && near(p[2], color.2)
+            })
+            .count()
+    }
+
+    #[test]
+    fn both_series_are_drawn_in_both_panels_in_their_colours() {
+        let img = render(&history(12));
+        assert_eq!(img.dimensions(), (WIDTH, HEIGHT));
+        let (left, right) = ((0, WIDTH / 2), (WIDTH / 2, WIDTH));
+        for panel in [left, right] {
+            for color in [TRAIN, VAL] {
+                // A 2-pixel line across ~300 pixels plus the markers and the legend.
+                assert!(count(&img, panel, color) > 400, "{color:?} in {panel:?}");
+            }
+            // Text and axes: dark pixels.
+            assert!(
+                count(&img, panel, AXIS) > 300,
+                "axes and labels in {panel:?}"
+            );
+        }
+        // Mostly background.
+        assert!(count(&img, (0, WIDTH), WHITE) > (WIDTH * HEIGHT / 2) as usize);
+    }
+
+    #[test]
+    fn the_accuracy_panel_follows_the_values() {
+        // Train accuracy at 100% all along: its line runs along the top of the right panel, and
+        // at 0% along the bottom; the two images differ in where the blue pixels are.
+        let mut high = history(5);
+        let mut low = history(5);
+        for r in &mut high {
+            r.train_acc = 1.0;
+        }
+        for r in &mut low {
+            r.train_acc = 0.0;
+        }
+        let (high, low) = (render(&high), render(&low));
+        let top_half = |img: &image::RgbImage| {
+            (WIDTH / 2..WIDTH)
+                .flat_map(|x| (0..HEIGHT / 2).map(move |y| (x, y)))
+                .filter(|&(x, y)| img.get_pixel(x, y).0 == [TRAIN.0, TRAIN.1, TRAIN.2])
+                .count()
+        };
+        assert!(top_half(&high) > 200 + top_half(&low));
+    }
+
+    #[test]
+    fn one_epoch_empty_and_non_finite_histories_render() {
+        let img = render(&history(1));
+        assert!(count(&img, (0, WIDTH), TRAIN) > 0 && count(&img, (0, WIDTH), VAL) > 0);
+        render(&[]);
+        let mut bad = history(6);
+        bad[2].val_loss = f64::NAN;
+        bad[3].train_loss = f64::INFINITY;
+        bad[4].train_acc = f64::NEG_INFINITY;
+        let img = render(&bad);
+        assert_eq!(img.dimensions(), (WIDTH, HEIGHT));
+        for r in &mut bad {
+            (r.train_loss, r.val_loss) = (f64::NAN, f64::NAN);
+        }
+        render(&bad);
+    }
+
+    #[test]
+    fn the_plot_replaces_an_old_file_and_touches_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.png");
+        std::fs::write(&path, b"old").unwrap();
+        std::fs::write(dir.path().join("metrics.csv"), b"csv").unwrap();
+        write_png(&path, &history(3)).unwrap();
+        assert!(image::open(&path).is_ok());
+        assert_eq!(
+            std::fs::read(dir.path().join("metrics.csv")).unwrap(),
+            b"csv"
+        );
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["metrics.csv", "metrics.png"]);
     }
 }
