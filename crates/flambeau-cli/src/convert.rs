@@ -1,15 +1,15 @@
 //! `flambeau convert IN OUT`: .pth ↔ .safetensors with key surgery, model selection, dtype
-//! conversion, and a weights_only-clean result.
+//! conversion, and a weights_only-clean result. The conversion is
+//! `flambeau_serialize::convert`; this file parses the flags and prints what it did.
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
-use candle_core::DType;
-use flambeau_core::{KeyRule, StateDict, Value};
-use flambeau_serialize::find_state_dict;
+use anyhow::{anyhow, Context, Result};
+use flambeau_core::KeyRule;
+use flambeau_serialize::convert::{convert, float_dtype, ConvertOptions, Written};
+use flambeau_serialize::sharded;
 
 use crate::inspect::read;
-use flambeau_serialize::sanitize::sanitize;
 
 /// Options of `convert`.
 #[derive(clap::Args)]
@@ -44,18 +44,9 @@ pub struct Args {
     max_shard_size: Option<String>,
 }
 
-fn parse_dtype(s: &str) -> Result<DType> {
-    Ok(match s {
-        "float32" | "f32" | "float" => DType::F32,
-        "float16" | "f16" | "half" => DType::F16,
-        "bfloat16" | "bf16" => DType::BF16,
-        "float64" | "f64" | "double" => DType::F64,
-        other => bail!("unknown --dtype {other} (float32, float16, bfloat16, float64)"),
-    })
-}
-
 impl Args {
-    fn rules(&self) -> Result<Vec<KeyRule>> {
+    /// The key rules (strip, rename, drop, add, in that order), the cast and the shard size.
+    fn options(&self) -> Result<ConvertOptions> {
         let mut rules: Vec<KeyRule> = self
             .strip_prefix
             .iter()
@@ -69,95 +60,50 @@ impl Args {
         }
         rules.extend(self.drop.iter().map(KeyRule::drop));
         rules.extend(self.add_prefix.iter().map(KeyRule::add_prefix));
-        Ok(rules)
+        let dtype = self.dtype.as_deref().map(|d| {
+            float_dtype(d).with_context(|| {
+                format!("unknown --dtype {d} (float32, float16, bfloat16, float64)")
+            })
+        });
+        let max_shard_size = self.max_shard_size.as_deref().map(sharded::parse_size);
+        Ok(ConvertOptions {
+            select: self.select.clone(),
+            rules,
+            dtype: dtype.transpose()?,
+            max_shard_size: max_shard_size.transpose()?,
+        })
     }
-
-    /// Applies the key rules and the cast; tensors candle cannot hold (int8, quantized, …)
-    /// follow their keys unchanged.
-    fn fix(&self, sd: StateDict) -> Result<StateDict> {
-        let rules = self.rules()?;
-        let dtype = self.dtype.as_deref().map(parse_dtype).transpose()?;
-        Ok(sd.map_keeping_raw(|sd| {
-            let mut sd = sd.clone();
-            for rule in &rules {
-                sd = rule.apply(&sd, &[])?;
-            }
-            if let Some(d) = dtype {
-                sd = sd.to_dtype(d)?;
-            }
-            Ok(sd)
-        })?)
-    }
-}
-
-/// Replaces the state dict found in `v` (at the top or under its key) by `f(it)`.
-fn map_state_dict(v: &mut Value, f: impl FnOnce(StateDict) -> Result<StateDict>) -> Result<()> {
-    let found = find_state_dict(v)?;
-    let location = found.location.clone();
-    let fixed = f(found.state_dict)?.to_value();
-    if location.is_empty() {
-        *v = fixed;
-    } else if let Some(d) = v.as_dict_mut() {
-        d.insert(location.as_str(), fixed);
-    }
-    Ok(())
 }
 
 /// The `convert` command.
 pub fn run(args: &Args) -> Result<()> {
-    let mut v = read(&args.input)?;
-    if let Some(key) = &args.select {
-        let keys: Vec<String> = v
-            .as_dict()
-            .map(|d| d.str_keys().map(String::from).collect())
-            .unwrap_or_default();
-        v = v.get(key).cloned().with_context(|| {
-            format!(
-                "--select {key}: no such top-level entry (the file has: {})",
-                keys.join(", ")
-            )
-        })?;
+    let options = args.options()?;
+    let converted = convert(read(&args.input)?, &args.output, &options).map_err(|e| match e {
+        e @ flambeau_serialize::Error::NoSuchEntry { .. } => anyhow!("--select {e}"),
+        e => e.into(),
+    })?;
+    if let Some((class, tensors)) = &converted.unwrapped_module {
+        println!("a whole pickled {class} → its state dict ({tensors} tensors)");
     }
-    // A whole pickled model (torch.save(model)) is written as its state dict: torch.load's
-    // default refuses the module's class.
-    if let (Value::Object(o), Some(sd)) = (&v, flambeau_serialize::state_dict_from_module(&v)) {
-        println!(
-            "a whole pickled {} → its state dict ({} tensors)",
-            o.class,
-            sd.len()
-        );
-        v = sd.to_value();
-    }
-    let to_safetensors = args.output.extension().is_some_and(|e| e == "safetensors");
-    if let Some(size) = &args.max_shard_size {
-        let max = flambeau_serialize::sharded::parse_size(size)?;
-        let sd = args.fix(find_state_dict(&v)?.state_dict)?;
-        let files = flambeau_serialize::sharded::save(&sd, &args.output, max)?;
-        println!("wrote {} tensors to {} file(s):", sd.len(), files.len());
-        for f in files {
-            println!("  {}", f.display());
+    match converted.written {
+        Written::Shards { tensors, files } => {
+            println!("wrote {tensors} tensors to {} file(s):", files.len());
+            for f in files {
+                println!("  {}", f.display());
+            }
         }
-        return Ok(());
+        Written::Safetensors { tensors } => {
+            println!("wrote {tensors} tensors to {}", args.output.display())
+        }
+        Written::Pth => {
+            for line in &converted.sanitized {
+                println!("{line}");
+            }
+            println!(
+                "wrote {} (loads with torch.load's defaults)",
+                args.output.display()
+            );
+        }
     }
-    if to_safetensors {
-        let sd = args.fix(find_state_dict(&v)?.state_dict)?;
-        flambeau_serialize::safetensors::save(&sd, &args.output)?;
-        println!("wrote {} tensors to {}", sd.len(), args.output.display());
-        return Ok(());
-    }
-    let mut report = Vec::new();
-    sanitize(&mut v, "", &mut report);
-    for line in &report {
-        println!("{line}");
-    }
-    let has_rules = !args.rules()?.is_empty() || args.dtype.is_some();
-    if has_rules {
-        map_state_dict(&mut v, |sd| args.fix(sd))?;
-    }
-    flambeau_serialize::save(&v, &args.output)?;
-    println!(
-        "wrote {} (loads with torch.load's defaults)",
-        args.output.display()
-    );
     Ok(())
 }

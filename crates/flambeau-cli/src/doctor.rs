@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use flambeau_vision::doctor::{diagnose_file, DoctorReport, Target, Verdict};
-use serde_json::{json, Value as Json};
+use flambeau_vision::doctor::{diagnose_file, Target, Verdict};
+use serde_json::json;
 
 /// Options of `doctor`.
 #[derive(clap::Args)]
@@ -40,7 +40,7 @@ pub fn run(args: &Args) -> i32 {
     match diagnose_file(&args.file, &target) {
         Ok(report) => {
             if args.json {
-                println!("{:#}", to_json(&report));
+                println!("{:#}", report.to_json());
             } else {
                 println!("{report}");
             }
@@ -55,35 +55,4 @@ pub fn run(args: &Args) -> i32 {
             Verdict::CannotLoad.exit_code()
         }
     }
-}
-
-fn to_json(r: &DoctorReport) -> Json {
-    let fix = r.fix.as_ref().map(|f| {
-        json!({
-            "convert": f.convert_args(&r.file),
-            "convert_line": f.convert_line(&r.file),
-            "python": f.python(&r.file),
-            "strict": f.strict,
-        })
-    });
-    json!({
-        "file": r.file.display().to_string(),
-        "format": r.format.to_string(),
-        "weights_at": r.weights_at,
-        "layout": r.layout,
-        "model": r.target.to_string(),
-        "tensors": r.tensors,
-        "findings": r.findings.iter().map(|x| json!({"kind": x.kind(), "cause": x.cause()})).collect::<Vec<_>>(),
-        "pytorch_says": r.pytorch_says,
-        "diagnosis": r.diagnosis.iter().map(|d| json!({"cause": d.cause, "fix": d.fix})).collect::<Vec<_>>(),
-        "notes": r.notes,
-        "fix": fix,
-        "unresolved": r.unresolved,
-        "verdict": match r.verdict {
-            Verdict::Loads => "loads",
-            Verdict::Fixable => "fixable",
-            Verdict::CannotLoad => "cannot_load",
-        },
-        "exit_code": r.verdict.exit_code(),
-    })
 }

@@ -5,10 +5,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use flambeau_serialize::Checkpoint;
 use flambeau_train::evaluate;
-use flambeau_vision::data::{DataLoader, LoaderConfig};
+use flambeau_vision::data::{DataOptions, DataSpec};
 use flambeau_vision::models::ResNetCheckpoint;
 
-use crate::data::{DataOptions, DataSpec};
 use crate::model;
 use crate::progress::Progress;
 
@@ -44,9 +43,10 @@ pub struct Args {
 /// `flambeau eval`.
 pub fn run(args: &Args) -> Result<()> {
     let device = model::parse_device(&args.device, "evaluating")?;
-    let opened = ResNetCheckpoint::open(&args.checkpoint, &device)?;
-    let ckpt = &opened.checkpoint;
+    let mut opened = ResNetCheckpoint::open(&args.checkpoint, &device)?;
     let arch = resolve_arch(args.arch.as_deref(), &opened)?;
+    opened.arch = Some(arch.clone());
+    let ckpt = &opened.checkpoint;
     let num_classes = opened.classes()?;
     let seed = args.seed.unwrap_or_else(|| data_seed(ckpt).unwrap_or(0));
     let data = args.data.open(&DataOptions {
@@ -63,20 +63,10 @@ pub fn run(args: &Args) -> Result<()> {
             "the checkpoint's classifier has {num_classes} outputs but the data has {classes} classes"
         );
     }
-    let (vs, net) = model::build(&arch, num_classes, &device, 0)?;
-    opened
-        .load_into(&vs)
+    let (_, net) = opened
+        .build(&device)
         .with_context(|| format!("loading {} into {arch}", args.checkpoint.display()))?;
-    let mut loader = DataLoader::new(
-        data.val,
-        LoaderConfig {
-            batch_size: args.batch_size,
-            shuffle: false,
-            normalize: Some(data.normalize),
-            ..Default::default()
-        },
-        &device,
-    )?;
+    let mut loader = data.val_loader(args.batch_size, &device)?;
     let e = evaluate(&net, &mut loader, &mut Progress::new(false, "eval"))?;
     println!(
         "{}: {arch}, {} — accuracy {:.2}% ({} images), loss {:.4} on {}",

@@ -1,7 +1,6 @@
 //! `flambeau`: train and evaluate ResNets; inspect and convert PyTorch checkpoints.
 
 mod convert;
-mod data;
 mod diff;
 mod doctor;
 mod eval;

@@ -13,6 +13,17 @@ pub enum Error {
     #[error(transparent)]
     Core(#[from] flambeau_core::Error),
 
+    /// A device list or a replica layout a run cannot train in (see
+    /// [`Placement`](crate::Placement)).
+    #[error("{message}")]
+    Device {
+        /// What is wrong, and the fix.
+        message: String,
+        /// The underlying failure (opening the GPU, parsing its index), if any.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+
     /// No devices were given.
     #[error("data parallelism needs at least one device")]
     NoDevices,

@@ -9,6 +9,7 @@
 //!   persistent replicas, one worker thread each, whose gradients meet through a
 //!   [`Collective`] ([`HostCollective`]: host-staged, fixed summation order; `NcclCollective`
 //!   with the `nccl` feature: GPU to GPU, one rank per GPU — see [`Backend`]);
+//! - [`Placement`]: where a run's replicas go (`cpu`, `cuda:0,1`, replicas per device), checked;
 //! - [`ProcessGroup`]: the same step for one process of a multi-process run (torchrun, mpirun).
 //!
 //! ```
@@ -42,6 +43,7 @@ pub mod collective;
 mod data_parallel;
 mod error;
 mod launch;
+mod placement;
 mod process_group;
 mod rank_step;
 pub mod rendezvous;
@@ -56,6 +58,7 @@ pub use collective::{NcclCollective, NcclRank};
 pub use data_parallel::{DataParallel, MODULE_PREFIX};
 pub use error::{Error, Result};
 pub use launch::{process_device, Launch};
+pub use placement::{parse_devices, Placement};
 pub use process_group::{ProcessGroup, ProcessStep};
 pub use rank_step::ShardLoss;
 pub use rendezvous::{LaunchEnv, Rendezvous, StoreClient, StoreServer};

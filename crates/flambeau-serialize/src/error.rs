@@ -110,6 +110,23 @@ pub enum Error {
     /// No state dict in the file.
     #[error("{0}")]
     NoStateDict(String),
+    /// A file could not be read (the source says why).
+    #[error("reading {path}")]
+    Reading {
+        /// The file.
+        path: PathBuf,
+        /// Why (boxed: the error type is recursive).
+        #[source]
+        source: Box<Error>,
+    },
+    /// A top-level entry that the file does not have.
+    #[error("{key}: no such top-level entry (the file has: {})", available.join(", "))]
+    NoSuchEntry {
+        /// The entry asked for.
+        key: String,
+        /// The file's top-level string keys.
+        available: Vec<String>,
+    },
     /// A training checkpoint that cannot be used.
     #[error("{}{message}", in_file(.path))]
     Checkpoint {

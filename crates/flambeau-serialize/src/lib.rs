@@ -15,15 +15,22 @@
 //! - [`open`] reads any of these by what the file is: `torch.save` zip or legacy (records
 //!   re-zipped with deflate included), TorchScript archives (as their state dict),
 //!   `.safetensors`, and [`sharded`] checkpoints (index JSON, any shard, or their directory).
+//! - [`convert`] writes a checkpoint again (`.pth`, `.safetensors`, shards) with key rules and a
+//!   cast on the way.
+//! - [`diff`] compares the state dicts of two files, as text or JSON.
+//! - [`inspect`] describes a file for people: its layout, tensors, statistics and object tree.
 //! - Tensors of dtypes or layouts candle lacks (int8, bool, uint16/64, complex, float8_e5m2,
 //!   quantized, sparse) read as [`RawTensor`]s and are written back byte for byte.
 
 mod archive;
 pub mod checkpoint;
+pub mod convert;
 mod devices;
+pub mod diff;
 mod error;
 mod files;
 mod find;
+pub mod inspect;
 mod load;
 mod open;
 mod pickle;

@@ -34,6 +34,16 @@ pub enum Error {
         #[source]
         source: flambeau_core::Error,
     },
+    /// A checkpoint's scheduler is none of the schedules a
+    /// [`Recipe`](crate::recipe::Recipe) runs.
+    #[error(
+        "the checkpoint's scheduler (fields {fields:?}) is not one `flambeau train` runs ({})",
+        flambeau_optim::SchedulerKind::CLASS_NAMES.join(", ")
+    )]
+    UnknownScheduler {
+        /// The fields of its `state_dict()`.
+        fields: Vec<String>,
+    },
     /// The checkpoint stopped at a batch this data does not have.
     #[error(
         "the checkpoint stopped at batch {batch} of an epoch, but this data has {batches} batches per epoch: resume with the same batch size and data"

@@ -9,6 +9,8 @@
 //! - [`Resume`]: `auto` (the run directory's latest) or a file, flambeau's or PyTorch's;
 //! - the metrics history in every checkpoint, `metrics.csv` and `metrics.png`;
 //! - [`StopSignal`]: stop with a checkpoint on request; Ctrl-C is opt-in ([`StopSignal::ctrl_c`]);
+//! - [`recipe`]: the optimizer and learning-rate schedule with torchvision's defaults, and the
+//!   ones a checkpoint continues with;
 //! - [`Callback`]: progress for a listener (the `flambeau` command's bars are one).
 //!
 //! Run the loop inside `flambeau_kernels::runtime::on_worker` (as the `flambeau` command does)
@@ -19,6 +21,7 @@ mod error;
 mod evaluate;
 pub mod history;
 mod plot;
+pub mod recipe;
 mod resume;
 mod run_state;
 mod stop;

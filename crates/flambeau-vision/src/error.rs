@@ -34,6 +34,15 @@ pub enum Error {
     /// A dataset is malformed (wrong size, no classes, …).
     #[error("{0}")]
     Dataset(String),
+    /// The data a [`DataSpec`](crate::data::DataSpec) names could not be opened.
+    #[error("{needs}")]
+    DataSpec {
+        /// What the spec needs (`cifar10:DIR must hold the binary version …`).
+        needs: String,
+        /// Why it could not be opened.
+        #[source]
+        source: Box<Error>,
+    },
     /// An invalid model or loader configuration.
     #[error("{0}")]
     Config(String),

@@ -2,10 +2,12 @@
 
 use std::path::PathBuf;
 
+use anyhow::{bail, Result};
 use clap::ValueEnum;
 use flambeau_core::{Dict, DictKind, Value};
-
-use crate::data::DataSpec;
+use flambeau_serialize::Checkpoint;
+use flambeau_train::recipe::{OptimizerChoice, Recipe, SchedulerChoice};
+use flambeau_vision::data::DataSpec;
 
 /// `--optimizer`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -29,6 +31,35 @@ pub enum SchedulerKind {
     Cosine,
     /// OneCycleLR over the run's steps (stepped every batch; `--lr` is the peak).
     Onecycle,
+}
+
+impl From<OptimizerKind> for OptimizerChoice {
+    fn from(kind: OptimizerKind) -> Self {
+        match kind {
+            OptimizerKind::Sgd => OptimizerChoice::Sgd,
+            OptimizerKind::Adamw => OptimizerChoice::AdamW,
+        }
+    }
+}
+
+impl From<SchedulerKind> for SchedulerChoice {
+    fn from(kind: SchedulerKind) -> Self {
+        match kind {
+            SchedulerKind::None => SchedulerChoice::Constant,
+            SchedulerKind::Step => SchedulerChoice::Step,
+            SchedulerKind::Multistep => SchedulerChoice::MultiStep,
+            SchedulerKind::Cosine => SchedulerChoice::Cosine,
+            SchedulerKind::Onecycle => SchedulerChoice::OneCycle,
+        }
+    }
+}
+
+/// A flag value as the messages print it: `sgd` → `Sgd`, `onecycle` → `Onecycle`.
+pub fn title(name: &str) -> String {
+    let mut c = name.chars();
+    c.next()
+        .map(|first| first.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
 /// Train a torchvision ResNet, checkpointing to `--out` and resuming exactly.
@@ -122,6 +153,43 @@ pub struct Args {
 }
 
 impl Args {
+    /// The optimizer and schedule the flags ask for; when resuming, the ones `saved` continues
+    /// (an explicit flag that contradicts them is an error, not silently ignored).
+    pub fn recipe(&self, saved: Option<&Checkpoint>) -> Result<Recipe> {
+        let (saved_optimizer, saved_scheduler) = match saved {
+            Some(c) => Recipe::saved_choices(c)?,
+            None => (None, None),
+        };
+        let requested = (
+            self.optimizer.map(OptimizerChoice::from),
+            self.scheduler.map(SchedulerChoice::from),
+        );
+        let optimizer = saved_optimizer.or(requested.0).unwrap_or_default();
+        let scheduler = saved_scheduler.or(requested.1).unwrap_or_default();
+        for (what, requested, actual) in [
+            ("optimizer", requested.0.map(|o| o.name()), optimizer.name()),
+            ("scheduler", requested.1.map(|s| s.name()), scheduler.name()),
+        ] {
+            if let Some(r) = requested.filter(|r| *r != actual) {
+                bail!(
+                    "--{what} {} was given, but the checkpoint continues a {} run; drop --{what} to resume it",
+                    title(r),
+                    title(actual)
+                );
+            }
+        }
+        Ok(Recipe {
+            optimizer,
+            lr: self.lr,
+            weight_decay: self.weight_decay,
+            scheduler,
+            epochs: self.epochs,
+            step_size: self.step_size,
+            gamma: self.gamma,
+            milestones: self.milestones.clone(),
+        })
+    }
+
     /// The command line as a dict, stored in every checkpoint for people reading it
     /// (torchvision's reference scripts store their `args` too), with the number of processes.
     pub fn to_value(&self, world_size: usize) -> Value {

@@ -2,22 +2,20 @@
 //! and what it reports turned into lines. The loop itself is flambeau-train's.
 
 pub mod args;
-mod recipe;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use flambeau_parallel::{process_device, Backend, Launch, ReplicaGroup};
+use flambeau_parallel::{Launch, Placement, ReplicaGroup};
 use flambeau_serialize::CheckpointManager;
+use flambeau_train::recipe::SchedulerChoice;
 use flambeau_train::{FitOutcome, Resume, StopReason, StopSignal, Trainer, TrainerConfig};
-use flambeau_vision::data::{DataLoader, LoaderConfig};
-use flambeau_vision::models::{ResNet, ResNetCheckpoint};
+use flambeau_vision::data::DataOptions;
+use flambeau_vision::models::{ResNet, ResNetCheckpoint, ResNetConfig};
 
+use args::title;
 pub use args::Args;
-use args::{OptimizerKind, SchedulerKind};
 
-use crate::data::DataOptions;
 use crate::eval::{data_seed, resolve_arch};
-use crate::model;
 use crate::progress::Progress;
 
 /// `flambeau train`.
@@ -66,8 +64,8 @@ pub fn run(args: &Args) -> Result<()> {
 fn build(args: &Args) -> Result<Trainer<ResNet>> {
     let launch = Launch::detect()?;
     let (rank, world) = launch.rank_and_world();
-    let placement = replica_devices(args, &launch)?;
-    let device = placement[0].clone();
+    let placement = Placement::new(&args.device, args.replicas, args.batch_size, &launch)?;
+    let device = placement.devices[0].clone();
     let manager = CheckpointManager::new(&args.out, args.keep)
         .with_context(|| format!("preparing the run directory {}", args.out.display()))?;
     let resumed = open_resume(args, &manager, &device)?;
@@ -94,17 +92,13 @@ fn build(args: &Args) -> Result<Trainer<ResNet>> {
             "the checkpoint's classifier has {num_classes} outputs but the data has {classes} classes; to fine-tune it on this data start a new run with --init-from instead of --resume"
         );
     }
-    let (vs, net) = model::build(&arch, num_classes, &device, args.seed)?;
-    let replicas = (placement.len() > 1)
+    let config = ResNetConfig::by_name(&arch, num_classes)?;
+    let (vs, net) = ResNet::seeded(config, &device, args.seed)?;
+    let replicas = (placement.devices.len() > 1)
         .then(|| {
             let config = net.config().clone();
-            // Several GPUs meet through NCCL; replicas sharing a device, through the host.
-            let backend = match placement.iter().filter(|d| d.is_cuda()).count() {
-                0 | 1 => Backend::Host,
-                _ => nccl_backend(),
-            };
             let build = move |vb| ResNet::new(vb, config.clone());
-            ReplicaGroup::with_backend(&vs, build, &placement, backend)
+            ReplicaGroup::with_backend(&vs, build, &placement.devices, placement.backend)
                 .context("starting the data-parallel replicas")
         })
         .transpose()?;
@@ -112,44 +106,14 @@ fn build(args: &Args) -> Result<Trainer<ResNet>> {
         init_from(&vs, path, &device)?;
     }
 
-    let loader_config = LoaderConfig {
-        batch_size: args.batch_size,
-        shuffle: true,
-        drop_last: false,
-        augment: Some(data.augment),
-        normalize: Some(data.normalize),
-        seed,
-        prefetch: 2,
-    };
-    let val_config = LoaderConfig {
-        shuffle: false,
-        augment: None,
-        ..loader_config.clone()
-    };
-    let mut train = DataLoader::new(data.train, loader_config, &device)?;
+    let mut train = data.train_loader(args.batch_size, seed, &device)?;
     if world > 1 {
         train = train.sharded(rank, world)?;
     }
-    let val = DataLoader::new(data.val, val_config, &device)?;
-
-    let saved = resumed.as_ref().map(|c| &c.checkpoint);
-    let opt_kind = saved
-        .and_then(|c| c.optimizer.as_ref())
-        .map(recipe::optimizer_of)
-        .or(args.optimizer)
-        .unwrap_or(OptimizerKind::Sgd);
-    let sched_kind = match saved {
-        Some(c) => match &c.scheduler {
-            Some(s) => recipe::scheduler_of(s)?,
-            None if c.optimizer.is_some() => SchedulerKind::None,
-            None => args.scheduler.unwrap_or(SchedulerKind::Cosine),
-        },
-        None => args.scheduler.unwrap_or(SchedulerKind::Cosine),
-    };
-    check_same("optimizer", args.optimizer, opt_kind)?;
-    check_same("scheduler", args.scheduler, sched_kind)?;
-    let mut opt = recipe::build_optimizer(opt_kind, &vs, args)?;
-    let sched = recipe::build_scheduler(sched_kind, args, train.len(), opt.as_mut())?;
+    let val = data.val_loader(args.batch_size, &device)?;
+    let recipe = args.recipe(resumed.as_ref().map(|c| &c.checkpoint))?;
+    let mut opt = recipe.build_optimizer(&vs)?;
+    let sched = recipe.build_scheduler(train.len(), opt.as_mut())?;
 
     let config = TrainerConfig {
         epochs: args.epochs,
@@ -176,7 +140,7 @@ fn build(args: &Args) -> Result<Trainer<ResNet>> {
         .with_extra("args", args.to_value(world))
         .with_stop_signal(StopSignal::ctrl_c()?);
     if let Some(sched) = sched {
-        trainer = trainer.with_scheduler(sched, recipe::steps_per_batch(sched_kind));
+        trainer = trainer.with_scheduler(sched, recipe.scheduler.steps_per_batch());
     }
     let replicas_line = replicas.as_ref().map(|g| {
         let shards: Vec<String> = g
@@ -218,7 +182,7 @@ fn build(args: &Args) -> Result<Trainer<ResNet>> {
             c,
             args,
             world,
-            sched_kind != SchedulerKind::None,
+            recipe.scheduler != SchedulerChoice::Constant,
         )?),
         None => None,
     };
@@ -226,8 +190,10 @@ fn build(args: &Args) -> Result<Trainer<ResNet>> {
         return Ok(trainer);
     }
     println!(
-        "flambeau train: {description}; {opt_kind:?} lr {}, {sched_kind:?} schedule, batch {}, device {}; run directory {}",
+        "flambeau train: {description}; {} lr {}, {} schedule, batch {}, device {}; run directory {}",
+        title(recipe.optimizer.name()),
         trainer.optimizer().lr(0), // the resumed optimizer's, when resuming
+        title(recipe.scheduler.name()),
         args.batch_size,
         args.device,
         trainer.manager().dir().display()
@@ -241,60 +207,8 @@ fn build(args: &Args) -> Result<Trainer<ResNet>> {
     Ok(trainer)
 }
 
-/// The backend between GPUs: NCCL when built in (`replica_devices` refuses several GPUs
-/// otherwise).
-fn nccl_backend() -> Backend {
-    #[cfg(feature = "nccl")]
-    return Backend::Nccl;
-    #[cfg(not(feature = "nccl"))]
-    Backend::Host
-}
-
 /// How long the processes of a launch wait for each other to start.
 const RENDEZVOUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
-
-/// The device of every data-parallel replica: `--replicas` on each `--device`, the first one
-/// holding the model, the data and the optimizer.
-fn replica_devices(args: &Args, launch: &Launch) -> Result<Vec<Device>> {
-    let devices = model::parse_devices(&args.device)?;
-    if launch.rank_and_world().1 > 1 {
-        if args.replicas > 1 || devices.len() > 1 {
-            bail!(
-                "launched by {}: each process trains one replica on one device (GPU processes use cuda:LOCAL_RANK); drop --replicas and list one device, and launch more processes instead",
-                launch.launcher()
-            );
-        }
-        return Ok(vec![process_device(launch, &devices[0])?]);
-    }
-    let gpus = devices.iter().filter(|d| d.is_cuda()).count();
-    if gpus > 1 && !flambeau_parallel::NCCL_AVAILABLE {
-        bail!(
-            "--device {}: training on several GPUs at once needs NCCL, which this flambeau is built without; build with `--features nccl`, or train on one GPU (--device {}, with --replicas N for several replicas on it)",
-            args.device,
-            args.device.split(',').next().unwrap_or(&args.device)
-        );
-    }
-    if gpus > 1 && args.replicas > 1 {
-        bail!(
-            "--device {} --replicas {}: NCCL runs one replica per GPU; drop --replicas (several replicas share one GPU only with --device cuda:N)",
-            args.device,
-            args.replicas
-        );
-    }
-    let placement: Vec<Device> = devices
-        .iter()
-        .flat_map(|d| std::iter::repeat_n(d.clone(), args.replicas))
-        .collect();
-    if placement.len() > args.batch_size {
-        bail!(
-            "{} replicas for a batch of {}: every replica needs at least one sample of each batch; use --batch-size {} or more, or fewer replicas",
-            placement.len(),
-            args.batch_size,
-            placement.len()
-        );
-    }
-    Ok(placement)
-}
 
 /// The checkpoint `--resume` names, if any.
 fn open_resume(
@@ -338,12 +252,6 @@ fn resume(
         r.position.batch,
         r.global_step
     );
-    let saved_epochs = c
-        .checkpoint
-        .extra
-        .get("args")
-        .and_then(|a| a.get("epochs"))
-        .and_then(|e| e.as_i64());
     let saved_arg = |flag: &str| {
         c.checkpoint
             .extra
@@ -381,7 +289,7 @@ fn resume(
             ));
         }
     }
-    if let Some(saved) = saved_epochs.filter(|e| *e != args.epochs as i64 && has_schedule) {
+    if let Some(saved) = saved_arg("epochs").filter(|e| *e != args.epochs as i64 && has_schedule) {
         line.push_str(&format!(
             "\nnote: the learning-rate schedule was built for {saved} epochs and continues as saved; --epochs {} only changes where training stops",
             args.epochs
@@ -400,20 +308,6 @@ fn print_summary(trainer: &Trainer<ResNet>, args: &Args) {
             best.epoch,
             trainer.manager().dir().display()
         );
-    }
-}
-
-/// An explicit flag that contradicts the checkpoint is an error, not silently ignored.
-fn check_same<T: PartialEq + std::fmt::Debug>(
-    what: &str,
-    requested: Option<T>,
-    actual: T,
-) -> Result<()> {
-    match requested {
-        Some(r) if r != actual => bail!(
-            "--{what} {r:?} was given, but the checkpoint continues a {actual:?} run; drop --{what} to resume it"
-        ),
-        _ => Ok(()),
     }
 }
 

@@ -5,12 +5,14 @@ mod image_folder;
 mod loader;
 mod loader_value;
 pub mod rng;
+mod spec;
 mod synthetic;
 pub mod transforms;
 
 pub use cifar10::Cifar10;
 pub use image_folder::ImageFolder;
 pub use loader::{Batch, DataLoader, LoaderConfig, LoaderState};
+pub use spec::{DataOptions, DataSpec, DataSpecError, Datasets};
 pub use synthetic::Synthetic;
 pub use transforms::{Augment, Normalize};
 

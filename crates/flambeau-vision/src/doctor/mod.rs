@@ -8,6 +8,7 @@
 
 mod finding;
 mod fix;
+mod json;
 mod report;
 mod target;
 

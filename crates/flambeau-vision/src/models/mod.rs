@@ -6,6 +6,7 @@ mod checkpoint;
 mod downsample;
 mod infer;
 pub mod resnet;
+mod seeded;
 
 pub use checkpoint::ResNetCheckpoint;
 pub use infer::ARCHITECTURES;
