@@ -297,7 +297,13 @@ fn bundle() -> Result<()> {
             .args(["-9", "--threads=0"])
             .arg(out.join(to)))?;
     }
-    for script in ["xtask/gpu/gpu-check.sh", "xtask/bench/train_torch.py"] {
+    // The notices travel with the binaries (they embed the plot's font).
+    for script in [
+        "xtask/gpu/gpu-check.sh",
+        "xtask/bench/train_torch.py",
+        "NOTICE.md",
+        "licenses/UFL-1.0.txt",
+    ] {
         let from = root().join(script);
         let name = from.file_name().context("script name")?.to_owned();
         std::fs::copy(&from, out.join(name)).with_context(|| format!("copying {script}"))?;
