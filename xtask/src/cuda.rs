@@ -297,16 +297,17 @@ fn bundle() -> Result<()> {
             .args(["-9", "--threads=0"])
             .arg(out.join(to)))?;
     }
-    // The notices travel with the binaries (they embed the plot's font).
-    for script in [
-        "xtask/gpu/gpu-check.sh",
-        "xtask/bench/train_torch.py",
-        "NOTICE.md",
-        "licenses/UFL-1.0.txt",
-    ] {
+    for script in ["xtask/gpu/gpu-check.sh", "xtask/bench/train_torch.py"] {
         let from = root().join(script);
         let name = from.file_name().context("script name")?.to_owned();
         std::fs::copy(&from, out.join(name)).with_context(|| format!("copying {script}"))?;
+    }
+    // The notices travel with the binaries (they embed the plot's font), at the paths
+    // NOTICE.md links to.
+    std::fs::create_dir_all(out.join("licenses"))?;
+    for notice in ["NOTICE.md", "licenses/UFL-1.0.txt"] {
+        std::fs::copy(root().join(notice), out.join(notice))
+            .with_context(|| format!("copying {notice}"))?;
     }
     let size: u64 = std::fs::read_dir(&out)?
         .filter_map(|e| e.ok()?.metadata().ok())
