@@ -16,7 +16,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{root, run};
+use crate::{pip_install, root, run};
 
 /// CUDA 13.0 (Update 2): what PyTorch's cu130 build pins, and what driver 580 accepts. A newer
 /// nvcc emits PTX that driver refuses; cudarc 0.19 rejects 13.5.
@@ -327,14 +327,7 @@ fn bundle() -> Result<()> {
 /// `pip install --no-deps --target DIR PACKAGES…` with the machine's Python: wheels unpacked
 /// into a folder of their own, outside any environment.
 fn pip_install_into(dir: &Path, packages: &[&str]) -> Result<()> {
-    run(Command::new("python3")
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-        ])
+    run(pip_install(Path::new("python3"))
         .arg("--root-user-action=ignore")
         .args(["--no-deps", "--target"])
         .arg(dir)

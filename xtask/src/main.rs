@@ -13,7 +13,7 @@
 //! - `cuda setup`, `cuda check`, `gpu bundle`: the CUDA build without a GPU (see `cuda.rs`).
 //! - `mpi setup`: OpenMPI and libclang for flambeau-parallel's `mpi` feature (see `mpi.rs`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
@@ -103,6 +103,19 @@ fn venv_dir() -> Result<PathBuf> {
     Ok(PathBuf::from(home).join(".cache/flambeau-venv"))
 }
 
+/// `PYTHON -m pip install --quiet --disable-pip-version-check`; the caller adds the rest.
+fn pip_install(python: &Path) -> Command {
+    let mut c = Command::new(python);
+    c.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ]);
+    c
+}
+
 fn run(cmd: &mut Command) -> Result<()> {
     let status = cmd
         .status()
@@ -133,15 +146,7 @@ fn setup() -> Result<PathBuf> {
     if !python.exists() {
         run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
     }
-    run(Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-        ])
-        .args(PY_PACKAGES))?;
+    run(pip_install(&python).args(PY_PACKAGES))?;
     Ok(python)
 }
 

@@ -41,14 +41,8 @@ fn train(np: usize, out: &Path, extra: &[&str]) -> Output {
     let mut c = if np == 1 {
         Command::new(env!("CARGO_BIN_EXE_flambeau"))
     } else {
-        let mut c = Command::new("mpirun");
-        c.args([
-            "--allow-run-as-root",
-            "--oversubscribe",
-            "-np",
-            &np.to_string(),
-        ])
-        .arg(env!("CARGO_BIN_EXE_flambeau"));
+        let mut c = flambeau_testkit::mpirun(np);
+        c.arg(env!("CARGO_BIN_EXE_flambeau"));
         c
     };
     c.arg("train")
@@ -125,8 +119,7 @@ fn a_killed_rank_ends_the_job_and_the_last_checkpoint_loads() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new("mpirun")
-        .args(["--allow-run-as-root", "--oversubscribe", "-np", "2"])
+    let mut child = flambeau_testkit::mpirun(2)
         .arg(env!("CARGO_BIN_EXE_flambeau"))
         .arg("train")
         .args([

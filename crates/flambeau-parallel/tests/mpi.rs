@@ -262,9 +262,7 @@ fn mpirun(np: usize, scenario: &str, timeout: Duration) -> Option<Run> {
     let exe = std::env::current_exe().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let start = Instant::now();
-    let mut child = Command::new("mpirun")
-        .args(["--allow-run-as-root", "--oversubscribe", "-np"])
-        .arg(np.to_string())
+    let mut child = flambeau_testkit::mpirun(np)
         .arg(&exe)
         .args(["--exact", "rank_program", "--nocapture", "--test-threads=1"])
         .env(SCENARIO, scenario)

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use flambeau_parallel::rendezvous::{LaunchEnv, Rendezvous, StoreClient, StoreServer};
 use flambeau_parallel::Error;
-use rendezvous_support::{finish, free_port, ids, probe_main, spawn_probe};
+use rendezvous_support::{finish, free_port, ids, probe_main, secs, spawn_probe};
 
 const PROBE: &str = "probe_child";
 
@@ -18,10 +18,6 @@ const PROBE: &str = "probe_child";
 #[test]
 fn probe_child() {
     probe_main();
-}
-
-fn secs(s: f64) -> Duration {
-    Duration::from_secs_f64(s)
 }
 
 #[test]

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use flambeau_parallel::rendezvous::{StoreClient, StoreServer};
 use flambeau_testkit::torch_python;
-use rendezvous_support::{finish, free_port, ids, probe_args, probe_main, spawn_probe, PROBE_VAR};
+use rendezvous_support::{
+    finish, free_port, ids, probe_args, probe_main, secs, spawn_probe, PROBE_VAR,
+};
 
 const PROBE: &str = "probe_child";
 
@@ -20,10 +22,6 @@ const PROBE: &str = "probe_child";
 #[test]
 fn probe_child() {
     probe_main();
-}
-
-fn secs(s: f64) -> Duration {
-    Duration::from_secs_f64(s)
 }
 
 fn spawn_python(python: &Path, script: &str, args: &[&str]) -> Child {

@@ -178,3 +178,12 @@ pub fn to_f64_vec(t: &Tensor) -> Vec<f64> {
         .and_then(|t| t.to_vec1::<f64>())
         .expect("tensor to f64")
 }
+
+/// `mpirun -np <np>` as the tests run it: allowed as root (CI containers) and with more ranks
+/// than cores (`--oversubscribe`, the test machine has 2). The caller adds the program.
+pub fn mpirun(np: usize) -> std::process::Command {
+    let mut c = std::process::Command::new("mpirun");
+    c.args(["--allow-run-as-root", "--oversubscribe", "-np"])
+        .arg(np.to_string());
+    c
+}

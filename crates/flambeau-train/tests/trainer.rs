@@ -519,21 +519,15 @@ mod under_mpirun {
             flambeau_testkit::skip("mpirun is not installed (cargo xtask mpi setup): the Trainer did not run under MPI");
             return false;
         }
-        let mut c = Command::new("mpirun");
-        c.args([
-            "--allow-run-as-root",
-            "--oversubscribe",
-            "-np",
-            &np.to_string(),
-        ])
-        .arg(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "under_mpirun::rank_program",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(RANK_DIR, dir);
+        let mut c = flambeau_testkit::mpirun(np);
+        c.arg(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "under_mpirun::rank_program",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(RANK_DIR, dir);
         if let Some(m) = max_steps {
             c.env(RANK_MAX_STEPS, m.to_string());
         }
