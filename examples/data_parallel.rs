@@ -7,7 +7,8 @@
 //!    checkpoints with plain keys that resume on any number of replicas.
 //!
 //! Run: `cargo run --release --example data_parallel -- [replicas=2] [run_dir=runs/data-parallel]`
-//! (a CUDA build takes `Device::new_cuda(0)` in place of `Device::Cpu`.)
+//! (on a GPU, open it with `flambeau::kernels::device::open_cuda(0)`: the `ReplicaGroup` part then
+//! takes that device N times; `DataParallel` takes at most one GPU entry, see its docs.)
 
 use std::path::Path;
 use std::sync::Arc;

@@ -39,7 +39,7 @@ fn main() -> Result<()> {
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse().ok())
                 .with_context(|| format!("--device {s}: expected cpu or cuda:N"))?;
-            Device::new_cuda(id).with_context(|| {
+            flambeau::kernels::device::open_cuda(id).with_context(|| {
                 format!("--device {s}: no GPU (is this a CUDA build? `cargo xtask gpu bundle`)")
             })?
         }

@@ -5,12 +5,16 @@
 //! max pooling with a backward pass, and the fused SGD update. Each is a fast CPU kernel, and each
 //! has a device-generic path built from candle ops (what runs on a GPU, and on the CPU with
 //! `FLAMBEAU_KERNELS=generic`: see [`mode`]). [`runtime`] holds the process-wide CPU settings a
-//! training loop may opt into.
+//! training loop may opt into; [`device`] opens CUDA devices and orders every hand-off of device
+//! tensors between threads and streams.
 
 pub mod batch_norm;
 pub mod conv2d;
 mod conv2d_batched;
 mod conv_params;
+#[cfg(feature = "cuda")]
+pub mod cuda_memory;
+pub mod device;
 mod gemm;
 mod generic_conv2d;
 mod generic_max_pool;

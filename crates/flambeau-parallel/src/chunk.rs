@@ -2,6 +2,7 @@
 //! device.
 
 use candle_core::{Device, Tensor};
+use flambeau_kernels::device::transfer;
 
 use crate::{Error, Result};
 
@@ -50,7 +51,7 @@ pub fn scatter(tensor: &Tensor, devices: &[Device], dim: usize) -> Result<Vec<Te
         .into_iter()
         .zip(devices)
         .map(|(len, device)| {
-            let chunk = tensor.narrow(dim, start, len)?.to_device(device)?;
+            let chunk = transfer(&tensor.narrow(dim, start, len)?, device)?;
             start += len;
             Ok(chunk)
         })
@@ -65,7 +66,7 @@ pub fn gather(outputs: &[Tensor], device: &Device, dim: usize) -> Result<Tensor>
     }
     let moved = outputs
         .iter()
-        .map(|t| t.to_device(device))
+        .map(|t| transfer(t, device))
         .collect::<candle_core::Result<Vec<_>>>()?;
     Ok(Tensor::cat(&moved, dim)?)
 }

@@ -5,6 +5,8 @@ use candle_core::backprop::GradStore;
 use candle_core::{Device, ModuleT, Tensor};
 use flambeau_core::{LoadOptions, LoadReport, StateDict, VarStore};
 
+use flambeau_kernels::device::transfer;
+
 use crate::replicate::{copy_state, replicate, BuildModel, Replica};
 use crate::{gather, parallel_apply, scatter, Error, Result};
 
@@ -30,7 +32,9 @@ pub struct DataParallel<M> {
 
 impl<M: ModuleT + Sync> DataParallel<M> {
     /// Wraps `module` (its parameters in `vars`, on `devices[0]`) over `devices`; `build` is the
-    /// constructor that made it, used to build the replicas on the other devices.
+    /// constructor that made it, used to build the replicas on the other devices. At most one
+    /// entry may be a CUDA device ([`Error::UnorderedGpus`]): for several GPUs, or several
+    /// replicas on one, use [`ReplicaGroup`](crate::ReplicaGroup).
     pub fn new(
         module: M,
         vars: VarStore,
@@ -45,6 +49,10 @@ impl<M: ModuleT + Sync> DataParallel<M> {
                 expected: format!("{first:?}"),
                 found: format!("{:?}", vars.device()),
             });
+        }
+        let gpus = devices.iter().filter(|d| d.is_cuda()).count();
+        if gpus > 1 {
+            return Err(Error::UnorderedGpus { devices: gpus });
         }
         let replicas = replicate(&vars, &build, &devices[1..])?;
         Ok(Self {
@@ -98,7 +106,7 @@ impl<M: ModuleT + Sync> DataParallel<M> {
                 let Some(g) = grads.remove(r[i].1.as_tensor()) else {
                     continue;
                 };
-                let g = g.to_device(p.device())?;
+                let g = transfer(&g, p.device())?;
                 sum = Some(match sum {
                     Some(s) => (s + g)?,
                     None => g,

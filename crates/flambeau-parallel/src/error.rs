@@ -28,6 +28,14 @@ pub enum Error {
     #[error("data parallelism needs at least one device")]
     NoDevices,
 
+    /// `DataParallel` over several CUDA device entries: its backward moves gradients between
+    /// GPU streams through candle's autograd, which orders nothing across streams.
+    #[error("DataParallel over {devices} CUDA devices is not supported: candle's backward copies gradients between GPUs without ordering them; train with ReplicaGroup (`flambeau train --device cuda:0,1` or `--replicas N`), which orders every hand-off")]
+    UnorderedGpus {
+        /// How many of the devices are CUDA devices.
+        devices: usize,
+    },
+
     /// A batch cannot be split along a dimension it does not have, or it is empty.
     #[error("cannot scatter a tensor of shape {shape:?} along dimension {dim}: {reason}")]
     Scatter {

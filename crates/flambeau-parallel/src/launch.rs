@@ -148,7 +148,7 @@ impl Launch {
 pub fn process_device(launch: &Launch, requested: &Device) -> Result<Device> {
     match (launch, requested.is_cuda()) {
         (Launch::Alone, _) | (_, false) => Ok(requested.clone()),
-        (_, true) => Ok(Device::new_cuda(launch.local_rank())?),
+        (_, true) => Ok(flambeau_kernels::device::open_cuda(launch.local_rank())?),
     }
 }
 

@@ -43,7 +43,7 @@ pub fn parse_devices(spec: &str) -> Result<Vec<Device>> {
     }
     ids.iter()
         .map(|&id| {
-            Device::new_cuda(id).map_err(|e| Error::Device {
+            flambeau_kernels::device::open_cuda(id).map_err(|e| Error::Device {
                 message: format!("--device {spec}: cannot open cuda:{id} (this flambeau may be built without CUDA support); use --device cpu"),
                 source: Some(Box::new(e)),
             })

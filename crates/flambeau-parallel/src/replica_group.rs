@@ -16,6 +16,10 @@
 //!
 //! The ranks meet through a [`Backend`]: host-staged ([`HostCollective`], any devices) or NCCL
 //! (the `nccl` feature: one rank per GPU). Each rank creates its handle on its own thread.
+//!
+//! On a GPU every rank after the first runs on a stream of its own (also several ranks on one
+//! GPU), and every tensor that crosses between ranks — shards out, logits back — goes through
+//! [`flambeau_kernels::device::transfer`], which orders the two streams both ways.
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -23,6 +27,7 @@ use std::thread::JoinHandle;
 use candle_core::backprop::GradStore;
 use candle_core::{Device, ModuleT, Tensor};
 use flambeau_core::VarStore;
+use flambeau_kernels::device::{open_stream_like, transfer};
 
 use crate::collective::{Collective, HostCollective};
 use crate::rank_step::{Job, RankState, Shard, ShardLoss, ShardResult};
@@ -126,6 +131,7 @@ impl ReplicaGroup {
                 found: format!("{:?}", vars.device()),
             });
         }
+        let devices = &own_queues(devices)?;
         let mut handles = backend.ranks(devices)?.into_iter();
         let join_root = handles.next().expect("at least one rank");
         let replicas = replicate(vars, &build, &devices[1..])?;
@@ -241,8 +247,8 @@ impl ReplicaGroup {
             let shard = match sizes.get(rank) {
                 Some(&len) => {
                     let s = Shard {
-                        images: images.narrow(0, start, len)?.to_device(device)?,
-                        labels: labels.narrow(0, start, len)?.to_device(device)?,
+                        images: transfer(&images.narrow(0, start, len)?, device)?,
+                        labels: transfer(&labels.narrow(0, start, len)?, device)?,
                         weight: len as f64 / n as f64,
                     };
                     start += len;
@@ -307,7 +313,7 @@ impl ReplicaGroup {
             .zip(&sizes)
         {
             loss_sum += value * *size as f64;
-            logits.push(l.to_device(root_device)?);
+            logits.push(transfer(&l, root_device)?);
         }
         Ok(StepOutput {
             grads,
@@ -315,6 +321,21 @@ impl ReplicaGroup {
             logits: Tensor::cat(&logits, 0)?,
         })
     }
+}
+
+/// The devices the ranks run on: rank 0's as given; every other rank on a GPU gets a stream and
+/// cuBLAS/cuRAND handles of its own on that GPU (a handle must not serve two threads at once,
+/// and its own stream lets its kernels overlap rank 0's). Tensors cross between them only through
+/// [`transfer`], which orders both streams.
+fn own_queues(devices: &[Device]) -> Result<Vec<Device>> {
+    devices
+        .iter()
+        .enumerate()
+        .map(|(rank, d)| match rank {
+            0 => Ok(d.clone()),
+            _ => Ok(open_stream_like(d)?),
+        })
+        .collect()
 }
 
 impl Worker {

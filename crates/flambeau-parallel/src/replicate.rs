@@ -3,6 +3,7 @@
 
 use candle_core::Device;
 use flambeau_core::{VarBuilder, VarStore};
+use flambeau_kernels::device::transfer;
 
 use crate::{Error, Result};
 
@@ -66,7 +67,7 @@ pub fn copy_state(from: &VarStore, to: &VarStore) -> Result<()> {
         };
         target
             .var
-            .set(&e.var.as_tensor().to_device(target.var.device())?)?;
+            .set(&transfer(e.var.as_tensor(), target.var.device())?)?;
     }
     Ok(())
 }

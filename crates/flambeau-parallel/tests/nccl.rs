@@ -8,6 +8,7 @@ use std::thread;
 use candle_core::cuda_backend::cudarc::driver::CudaContext;
 use candle_core::{DType, Device, Tensor};
 use flambeau_core::VarStore;
+use flambeau_kernels::device::open_cuda;
 use flambeau_parallel::{Backend, Collective, Error, NcclCollective, ReplicaGroup};
 
 fn gpus() -> usize {
@@ -34,7 +35,7 @@ fn refuses_a_gpu_listed_twice() {
         eprintln!("skipped: no GPU");
         return;
     }
-    let (a, b) = (Device::new_cuda(0).unwrap(), Device::new_cuda(0).unwrap());
+    let (a, b) = (open_cuda(0).unwrap(), open_cuda(0).unwrap());
     let e = NcclCollective::group(&[a, b]).unwrap_err();
     assert!(
         matches!(
@@ -55,7 +56,7 @@ fn sums_and_broadcasts_like_the_host_backend() {
         eprintln!("skipped: NCCL needs two GPUs, this machine has {}", gpus());
         return;
     }
-    let devices: Vec<Device> = (0..2).map(|i| Device::new_cuda(i).unwrap()).collect();
+    let devices: Vec<Device> = (0..2).map(|i| open_cuda(i).unwrap()).collect();
     let ranks = NcclCollective::group(&devices).unwrap();
     let threads: Vec<_> = ranks
         .into_iter()

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use candle_core::{Device, Tensor};
+use flambeau_kernels::device::Handoff;
 use rayon::prelude::*;
 
 use super::rng::{derive, SplitMix64};
@@ -211,7 +212,9 @@ impl DataLoader {
         let start = self.state.batch.min(total);
         let device = self.device.clone();
         // The copy to the device happens here too, so on a GPU the next batch is uploaded
-        // while the training thread runs the current step.
+        // while the training thread runs the current step; the batch travels as a `Handoff`, so
+        // the training thread's kernels wait for the upload on the GPU, whatever stream each
+        // thread uses (docs/src/gpu.md, "Streams, hand-offs and host reads").
         let handle = std::thread::spawn(move || {
             for b in start..total {
                 let batch = make_batch(&*dataset, &config, &order, seed, epoch, b as usize)
@@ -278,20 +281,24 @@ fn make_batch(
     Ok((pixels, labels, indices, chw))
 }
 
-/// A prepared batch as tensors on `device`.
-fn upload((pixels, labels, indices, [c, h, w]): HostBatch, device: &Device) -> Result<Batch> {
+/// A prepared batch as tensors on `device`, uploaded by this thread for another.
+fn upload(
+    (pixels, labels, indices, [c, h, w]): HostBatch,
+    device: &Device,
+) -> Result<Handoff<Batch>> {
     let n = labels.len();
-    Ok(Batch {
+    let batch = Batch {
         images: Tensor::from_vec(pixels, (n, c, h, w), &Device::Cpu)?.to_device(device)?,
         labels: Tensor::from_vec(labels, n, &Device::Cpu)?.to_device(device)?,
         indices,
-    })
+    };
+    Ok(Handoff::new(batch, device)?)
 }
 
 /// The batches of one epoch (see [`DataLoader::epoch`]).
 pub struct EpochIter<'a> {
     loader: &'a mut DataLoader,
-    rx: Receiver<Result<Batch>>,
+    rx: Receiver<Result<Handoff<Batch>>>,
     handle: Option<JoinHandle<()>>,
     remaining: u64,
 }
@@ -321,6 +328,6 @@ impl Iterator for EpochIter<'_> {
             state.epoch += 1;
             state.batch = 0;
         }
-        Some(msg)
+        Some(msg.and_then(|h| Ok(h.receive(&self.loader.device)?)))
     }
 }
