@@ -96,6 +96,19 @@ pub enum Error {
         tensor: Box<TensorKind>,
     },
 
+    /// A parameter or buffer of a dtype its device cannot hold: candle's CUDA backend has no
+    /// copy or cast kernels for i16 and i32 (nor any for the sub-byte floats), see
+    /// [`crate::device_dtypes`].
+    #[error("`{name}`: a {dtype:?} tensor cannot live on {device}: candle's CUDA backend has no copy or cast kernels for i16/i32 (nor any for F6E2M3/F6E3M2/F4/F8E8M0); make it i64 (or a float dtype), or keep it on the CPU")]
+    DeviceDtype {
+        /// The parameter's or buffer's name.
+        name: String,
+        /// Its dtype.
+        dtype: DType,
+        /// The device (`Cuda { gpu_id: 0 }`).
+        device: String,
+    },
+
     /// `load_state_dict`: casting or moving a checkpoint tensor to the model's dtype or device
     /// failed.
     #[error("while copying the parameter named \"{key}\": {source}")]

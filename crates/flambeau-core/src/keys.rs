@@ -168,12 +168,13 @@ impl StateDict {
         Ok(out)
     }
 
-    /// Moves every tensor to `device` (raw tensors stay host bytes).
+    /// Moves every tensor to `device` (raw tensors stay host bytes, and so do tensors of a
+    /// dtype `device` cannot hold: i16/i32 on CUDA, see [`crate::device_dtypes`]).
     pub fn to_device(&self, device: &Device) -> Result<StateDict> {
         let mut out = StateDict::new();
         for (k, v) in self.iter_values() {
             let v = match v {
-                Value::Tensor(t) => Value::Tensor(t.to_device(device)?),
+                Value::Tensor(t) => Value::Tensor(crate::device_dtypes::load_to(&t, device)?),
                 other => other,
             };
             out.insert_value(k.to_string(), v);

@@ -11,6 +11,7 @@
 //! Trainable tensors are [`candle_core::Var`]s kept in a [`candle_nn::VarMap`], so plain
 //! candle-nn code (and candle-nn optimizers) can train a flambeau model unchanged.
 
+pub mod device_dtypes;
 pub mod diff;
 pub mod error;
 pub mod finite;

@@ -278,7 +278,8 @@ impl RawTensor {
         };
         let build = || -> Result<Tensor> {
             let t = Tensor::from_vec(values, self.size.as_slice(), &Device::Cpu)?;
-            Ok(t.to_dtype(dtype)?.to_device(device)?)
+            // int8 widens to i16, which stays on the host for a device that cannot hold it.
+            Ok(crate::device_dtypes::load_to(&t.to_dtype(dtype)?, device)?)
         };
         Some(build())
     }

@@ -405,6 +405,7 @@ impl VarBuilder {
                 name: self.full_name(name),
             });
         }
+        crate::device_dtypes::check(&self.full_name(name), self.dtype(), self.device())?;
         let tensor = init.tensor(&shape, self.dtype(), self.device(), &mut inner.rng)?;
         let var = Var::from_tensor(&tensor)?;
         let idx = inner.params.len();
@@ -459,6 +460,7 @@ impl VarBuilder {
     /// to the store's device. Persistent buffers are saved and loaded; non-persistent ones are not.
     pub fn buffer(&self, name: &str, value: Tensor, persistent: bool) -> Result<Var> {
         check_segment(name)?;
+        crate::device_dtypes::check(&self.full_name(name), value.dtype(), self.device())?;
         let value = value.to_device(self.device())?;
         let var = Var::from_tensor(&value)?;
         let mut inner = self.store.lock();

@@ -121,10 +121,14 @@ pub fn tensor_for(state: &Dict, key: &str, param: &Var) -> Result<Option<Tensor>
             ),
         ));
     }
-    let mut t = t.to_device(param.device())?;
-    if t.dtype().is_float() && t.dtype() != param.dtype() {
-        t = t.to_dtype(param.dtype())?;
-    }
+    // Float state takes the parameter's dtype (cast on the host first where the parameter's
+    // device cannot hold the saved dtype); other state keeps its own, on the host if the device
+    // cannot hold it (flambeau_core::device_dtypes).
+    let t = if t.dtype().is_float() && t.dtype() != param.dtype() {
+        flambeau_core::device_dtypes::cast_to(t, param.dtype(), param.device())?
+    } else {
+        flambeau_core::device_dtypes::load_to(t, param.device())?
+    };
     // A private copy: the optimizer updates its state in place of the loaded tensors.
     Ok(Some(t.copy()?))
 }

@@ -267,6 +267,29 @@ pub enum Error {
         second: usize,
     },
 
+    /// NCCL's init (`ncclCommInitRankConfig`) did not complete within the init timeout
+    /// (`FLAMBEAU_NCCL_INIT_TIMEOUT`): some rank never joined. The communicator was aborted.
+    #[error(
+        "NCCL init on rank {rank} did not complete within {} s: {}; the communicator was aborted (set {}, in seconds, to wait longer)",
+        waited.as_secs_f64(),
+        crate::collective::census_text(*world, missing, census_error.as_deref()),
+        crate::collective::NCCL_INIT_TIMEOUT_VAR
+    )]
+    NcclInitTimeout {
+        /// The rank that gave up waiting.
+        rank: usize,
+        /// The group's size.
+        world: usize,
+        /// How long it waited.
+        waited: Duration,
+        /// The ranks that had not reached NCCL's init (empty: every rank reached it, or the
+        /// census failed — see `census_error`).
+        missing: Vec<usize>,
+        /// Why the board of who joined could not be read, if it could not (the TCPStore's
+        /// host, rank 0, is gone; launched by mpirun).
+        census_error: Option<String>,
+    },
+
     /// An NCCL call failed (or did not complete in time).
     #[error("NCCL {op} on rank {rank}: {message}")]
     Nccl {

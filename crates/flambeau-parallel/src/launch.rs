@@ -239,8 +239,16 @@ fn nccl_group(env: &LaunchEnv, vars: &VarStore, timeout: Duration) -> Result<Opt
         .then(crate::collective::NcclCollective::unique_id)
         .transpose()?;
     let id = rendezvous.exchange_id("nccl", id)?;
-    let collective =
-        crate::collective::NcclCollective::from_rank(vars.device(), env.rank, env.world_size, id)?;
+    // Each rank marks itself in the store before NCCL's init, so that a rank whose init times
+    // out (FLAMBEAU_NCCL_INIT_TIMEOUT, else `timeout`) names the ranks that never got there.
+    let collective = crate::collective::NcclCollective::from_rank_with(
+        vars.device(),
+        env.rank,
+        env.world_size,
+        id,
+        &mut rendezvous.nccl_board("nccl"),
+        timeout,
+    )?;
     Ok(Some(ProcessGroup::new(vars, Box::new(collective))))
 }
 

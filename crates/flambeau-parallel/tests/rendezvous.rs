@@ -8,6 +8,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+use flambeau_parallel::collective::JoinBoard;
 use flambeau_parallel::rendezvous::{LaunchEnv, Rendezvous, StoreClient, StoreServer};
 use flambeau_parallel::Error;
 use rendezvous_support::{finish, free_port, ids, probe_main, secs, spawn_probe};
@@ -222,6 +223,35 @@ fn threads_join_exchange_and_meet_at_a_barrier() {
     }
 }
 
+/// The board of NCCL's init in the store: each rank marks itself before `ncclCommInitRank`,
+/// and a rank that times out reads who never did.
+#[test]
+fn the_nccl_board_names_the_rank_that_never_reached_init() {
+    let port = free_port();
+    let handles: Vec<_> = (0..3)
+        .map(|rank| {
+            std::thread::spawn(move || {
+                let mut rdv = Rendezvous::join(&env(rank, 3, port), secs(20.0))?;
+                rdv.exchange_id("nccl", (rank == 0).then_some([5u8; 128]))?;
+                if rank != 1 {
+                    rdv.nccl_board("nccl").mark_joined(rank)?;
+                }
+                rdv.barrier("marked")?;
+                let missing = rdv.nccl_board("nccl").missing(3)?;
+                // Another group's board is separate.
+                let other = rdv.nccl_board("other").missing(3)?;
+                rdv.barrier("counted")?;
+                Ok::<_, Error>((missing, other))
+            })
+        })
+        .collect();
+    for h in handles {
+        let (missing, other) = h.join().unwrap().unwrap();
+        assert_eq!(missing, [1]);
+        assert_eq!(other, [0, 1, 2]);
+    }
+}
+
 #[test]
 fn world_of_one_needs_no_store() {
     let env = LaunchEnv::from_vars([("RANK", "0"), ("WORLD_SIZE", "1")])
@@ -232,6 +262,9 @@ fn world_of_one_needs_no_store() {
     let mut rdv = Rendezvous::join(&env, secs(1.0)).unwrap();
     assert!(rdv.client().is_none());
     assert!(rdv.exchange_id("x", None).is_err());
+    // Alone, every rank (there is one) is on the board.
+    rdv.nccl_board("nccl").mark_joined(0).unwrap();
+    assert!(rdv.nccl_board("nccl").missing(1).unwrap().is_empty());
 }
 
 #[test]

@@ -134,7 +134,8 @@ pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<StateDict> {
         match candle {
             Some(dtype) => {
                 let t = Tensor::from_raw_buffer(view.data(), *dtype, view.shape(), &Device::Cpu)?;
-                sd.insert(name, t.to_device(device)?);
+                // i16/i32 stay on the host for a CUDA device (flambeau_core::device_dtypes).
+                sd.insert(name, flambeau_core::device_dtypes::load_to(&t, device)?);
             }
             None => {
                 let stride = contiguous_stride(view.shape());

@@ -138,10 +138,11 @@ pub fn value_from_bytes(bytes: &[u8], st: &StorageType, big_endian: bool) -> Res
     storage_value(bytes.to_vec(), st, big_endian)
 }
 
-/// Moves a storage value to `device` (raw storages stay in memory).
+/// Moves a storage value to `device` (raw storages stay in memory, and so do storages of a
+/// dtype `device` cannot hold: i16/i32 on CUDA, see [`flambeau_core::device_dtypes`]).
 pub fn to_device(v: Value, device: &Device) -> Result<Value> {
     Ok(match v {
-        Value::Tensor(t) => Value::Tensor(t.to_device(device)?),
+        Value::Tensor(t) => Value::Tensor(flambeau_core::device_dtypes::load_to(&t, device)?),
         other => other,
     })
 }

@@ -147,22 +147,23 @@ fn prepare(
         source: Box::new(source),
     };
     let mut cast = None;
-    let mut t = src.to_device(var.device()).map_err(copy_err)?;
-    if t.dtype() != var.dtype() {
+    if src.dtype() != var.dtype() {
         if !opts.cast_dtype {
             return Err(Error::Dtype {
                 key: key.to_string(),
-                from: t.dtype(),
+                from: src.dtype(),
                 to: var.dtype(),
             });
         }
         cast = Some(DtypeCast {
             key: key.to_string(),
-            from: t.dtype(),
+            from: src.dtype(),
             to: var.dtype(),
         });
-        t = t.to_dtype(var.dtype()).map_err(copy_err)?;
     }
+    // Cast on the host first when the variable's device cannot hold the source's dtype (an
+    // int32 checkpoint tensor for a CUDA float parameter).
+    let mut t = crate::device_dtypes::cast_to(src, var.dtype(), var.device()).map_err(copy_err)?;
     if storage_ptr(&t) == storage_ptr(var.as_tensor()) {
         t = t.copy().map_err(copy_err)?;
     }

@@ -12,6 +12,7 @@ mod host;
 mod mpi;
 #[cfg(feature = "nccl")]
 mod nccl;
+mod nccl_init;
 
 use candle_core::Tensor;
 
@@ -22,6 +23,8 @@ pub use host::HostCollective;
 pub use mpi::{launched_by_mpi, mpi_local_rank, MpiCollective, MPI_ABORT_CODE};
 #[cfg(feature = "nccl")]
 pub use nccl::{NcclCollective, NcclRank};
+pub(crate) use nccl_init::census_text;
+pub use nccl_init::{nccl_init_timeout, JoinBoard, LocalBoard, NoBoard, NCCL_INIT_TIMEOUT_VAR};
 
 /// An operation of a backend that moves tensors between devices (NCCL, MPI): what their
 /// errors and agreement checks name.

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::{LaunchEnv, StoreClient, StoreServer};
+use crate::collective::JoinBoard;
 use crate::{Error, Result};
 
 /// The size of an NCCL unique id (`ncclUniqueId`, `NCCL_UNIQUE_ID_BYTES`).
@@ -158,6 +159,17 @@ impl Rendezvous {
         self.agree("barrier", &prefix, timeout, timeout)
     }
 
+    /// The board on which the ranks mark that they reached NCCL's init for the group whose id
+    /// was exchanged under `name`: keys `flambeau/<name>/nccl_joined/<rank>` in the store, so
+    /// that a rank whose init times out names the ranks that never got there
+    /// ([`Error::NcclInitTimeout`]).
+    pub fn nccl_board(&mut self, name: &str) -> StoreBoard<'_> {
+        StoreBoard {
+            prefix: format!("{NS}/{name}/nccl_joined"),
+            rendezvous: self,
+        }
+    }
+
     /// The ranks whose `<prefix>/<r>` key is missing, and those whose key exists.
     fn census(
         client: &mut StoreClient,
@@ -263,6 +275,30 @@ impl Rendezvous {
             addr: client.addr().to_owned(),
             timeout: reported,
         })
+    }
+}
+
+/// The [`JoinBoard`] of a multi-process launch, in its TCPStore ([`Rendezvous::nccl_board`]).
+#[derive(Debug)]
+pub struct StoreBoard<'a> {
+    rendezvous: &'a mut Rendezvous,
+    prefix: String,
+}
+
+impl JoinBoard for StoreBoard<'_> {
+    fn mark_joined(&mut self, rank: usize) -> Result<()> {
+        match self.rendezvous.client.as_mut() {
+            Some(client) => client.set(&format!("{}/{rank}", self.prefix), b"1"),
+            None => Ok(()), // WORLD_SIZE = 1
+        }
+    }
+
+    fn missing(&mut self, world: usize) -> Result<Vec<usize>> {
+        let me = self.rendezvous.env.rank;
+        match self.rendezvous.client.as_mut() {
+            Some(client) => Ok(Rendezvous::census(client, &self.prefix, world, None)?.0),
+            None => Ok((0..world).filter(|&r| r != me).collect()),
+        }
     }
 }
 

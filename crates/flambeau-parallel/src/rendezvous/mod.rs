@@ -29,6 +29,6 @@ mod wire;
 
 pub use client::{StoreClient, INIT_KEY, KEY_PREFIX};
 pub use env::LaunchEnv;
-pub use exchange::{exchange_id, Rendezvous, ID_BYTES};
+pub use exchange::{exchange_id, Rendezvous, StoreBoard, ID_BYTES};
 pub use server::StoreServer;
 pub use wire::{MAX_KEY_COUNT, MAX_VALUE_BYTES};
