@@ -125,7 +125,11 @@ fn main() -> Result<()> {
     let after_warmup = |v: Vec<f64>| (v.len() > WARMUP).then(|| median(v[WARMUP..].to_vec()));
     let step = after_warmup(total).context("no steps")?;
     let (forward, backward, update) = if train {
-        (after_warmup(forward), after_warmup(backward), after_warmup(update))
+        (
+            after_warmup(forward),
+            after_warmup(backward),
+            after_warmup(update),
+        )
     } else {
         (Some(step), None, None)
     };
@@ -187,9 +191,9 @@ impl Clock {
         Ok(match self {
             Clock::Wall => Mark::Wall(Instant::now()),
             #[cfg(feature = "cuda")]
-            Clock::Events(stream) => Mark::Event(
-                stream.record_event(Some(cuda::sys::CUevent_flags::CU_EVENT_DEFAULT))?,
-            ),
+            Clock::Events(stream) => {
+                Mark::Event(stream.record_event(Some(cuda::sys::CUevent_flags::CU_EVENT_DEFAULT))?)
+            }
         })
     }
 
