@@ -44,9 +44,10 @@ section "libraries (no GPU needed)"
 # The binaries travel xz-compressed (the device tool carries 64 MiB); Python unpacks them.
 for packed in *.xz; do
     [ -e "$packed" ] || continue
-    "$py" -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" \
-        "$packed" "${packed%.xz}" && chmod +x "${packed%.xz}" && rm "$packed" \
-        || fail "unpacking $packed"
+    if ! { "$py" -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" \
+        "$packed" "${packed%.xz}" && chmod +x "${packed%.xz}" && rm "$packed"; }; then
+        fail "unpacking $packed"
+    fi
 done
 binaries=()
 for b in flambeau device_check bench_train; do
