@@ -8,8 +8,16 @@
 //!   own target directory so that the CPU build cache stays valid. `--all-features` includes
 //!   `nccl` (flambeau-parallel's NCCL backend, linked against the pinned PyPI NCCL).
 //! - `gpu bundle`: a stripped release `flambeau` built with CUDA, the device check and benchmark
-//!   programs (xz-compressed) and `gpu-check.sh` in one folder small enough to carry to a GPU
-//!   machine without Rust.
+//!   programs (xz-compressed), `gpu-check.sh` and its Python helpers, and `runtime-libraries.txt`
+//!   (the libraries each binary needs) in one folder small enough to carry to a GPU machine
+//!   without Rust.
+//!
+//! Both use the release profile in one target directory (`FLAMBEAU_CUDA_TARGET_DIR`, default
+//! `~/.cache/flambeau-target-cuda`): candle-kernels' build script (nvcc: the PTX and libmoe.a,
+//! minutes on 2 cores) reruns for every profile, so `check` runs clippy with `--release` and the
+//! bundle's build after it reuses those kernels (and every build script) instead of building
+//! them a second time. The bundle's three programs are built in one cargo call, so that their
+//! dependencies are compiled once with one set of features.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,7 +36,7 @@ const WHEELS: &[&str] = &[
     "nvidia-cuda-runtime==13.0.96",
     "nvidia-cuda-nvrtc==13.0.88",
     "nvidia-cublas==13.1.0.3",
-    "nvidia-curand==10.4.0.35",
+    crate::CURAND_WHEEL,
 ];
 
 /// Unversioned names the linker looks for, and the versioned library each points at.
@@ -250,54 +258,125 @@ fn cuda_cargo(home: &Path) -> Result<Command> {
         .env("CUDA_PATH", home)
         .env("CUDA_COMPUTE_CAP", COMPUTE_CAP)
         .env("CUDAFORGE_THREADS", "2")
-        .env(
-            "CARGO_TARGET_DIR",
-            cache_dir()?.join("flambeau-target-cuda"),
-        );
+        .env("CARGO_TARGET_DIR", cuda_target_dir()?);
     Ok(cmd)
 }
 
-/// Clippy on the CUDA build of every crate, warnings as errors.
+/// The CUDA build's target directory: `FLAMBEAU_CUDA_TARGET_DIR`, else
+/// `~/.cache/flambeau-target-cuda` (never the CPU one: other flags, other cache).
+fn cuda_target_dir() -> Result<PathBuf> {
+    match std::env::var_os("FLAMBEAU_CUDA_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => Ok(PathBuf::from(dir)),
+        _ => Ok(cache_dir()?.join("flambeau-target-cuda")),
+    }
+}
+
+/// Clippy on the CUDA build of every crate, warnings as errors; in the release profile of the
+/// bundle, so that the kernels nvcc builds serve both (see the module's notes).
 fn check() -> Result<()> {
     let home = setup()?;
     eprintln!("xtask cuda check: clippy on the CUDA build (CUDA_COMPUTE_CAP={COMPUTE_CAP})");
     run(cuda_cargo(&home)?
-        .args(["clippy", "--workspace", "--all-targets", "--all-features"])
+        .args([
+            "clippy",
+            "--release",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+        ])
         .args(["--", "-D", "warnings"]))
+}
+
+/// The bundle's programs: (package, cargo target, file under `release/`, name in the bundle).
+/// `flambeau` with NCCL (`--device cuda:0,1`; `nccl` implies `cuda`): it then needs
+/// libnccl.so.2 at start-up, which the GPU machine's PyTorch has (nvidia/nccl/lib).
+const PROGRAMS: &[(&str, [&str; 2], &str, &str)] = &[
+    (
+        "flambeau-cli",
+        ["--bin", "flambeau"],
+        "flambeau",
+        "flambeau",
+    ),
+    (
+        "flambeau",
+        ["--example", "device_check"],
+        "examples/device_check",
+        "device_check",
+    ),
+    (
+        "flambeau-vision",
+        ["--example", "bench_train"],
+        "examples/bench_train",
+        "bench_train",
+    ),
+];
+
+/// The features of the bundle's one build.
+const BUNDLE_FEATURES: &str = "flambeau-cli/nccl,flambeau/cuda,flambeau-vision/cuda";
+
+/// The scripts that travel with the binaries (to the bundle's top folder).
+const SCRIPTS: &[&str] = &[
+    "xtask/gpu/gpu-check.sh",
+    "xtask/gpu/cuda_libs.py",
+    "xtask/gpu/gpu_check.py",
+    "xtask/bench/train_torch.py",
+];
+
+/// The `NEEDED` entries of an ELF file, from `readelf -d` (binutils, which `strip` needs too).
+fn needed_libraries(file: &Path) -> Result<Vec<String>> {
+    let out = Command::new("readelf")
+        .arg("-d")
+        .arg(file)
+        .output()
+        .context("running readelf -d")?;
+    if !out.status.success() {
+        bail!(
+            "readelf -d {} failed: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // `0x… (NEEDED)             Shared library: [libcublas.so.13]`
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| Some(l.split_once('[')?.1.split_once(']')?.0.to_string()))
+        .collect())
 }
 
 /// Binaries and scripts carried to a GPU machine; the CUDA libraries come from its PyTorch.
 fn bundle() -> Result<()> {
     let home = setup()?;
-    // `flambeau` with NCCL (`--device cuda:0,1`; `nccl` implies `cuda`): it then needs
-    // libnccl.so.2 at start-up, which the GPU machine's PyTorch has (nvidia/nccl/lib).
-    for (package, features, target) in [
-        ("flambeau-cli", "nccl", ["--bin", "flambeau"]),
-        ("flambeau", "cuda", ["--example", "device_check"]),
-        ("flambeau-vision", "cuda", ["--example", "bench_train"]),
-    ] {
-        run(cuda_cargo(&home)?
-            .args(["build", "--release", "--features", features, "-p", package])
-            .args(target))?;
+    let started = std::time::Instant::now();
+    let mut build = cuda_cargo(&home)?;
+    build.args(["build", "--release", "--features", BUNDLE_FEATURES]);
+    for (package, target, _, _) in PROGRAMS {
+        build.args(["-p", package]).args(target);
     }
-    let release = cache_dir()?.join("flambeau-target-cuda/release");
+    run(&mut build)?;
+    let release = cuda_target_dir()?.join("release");
     let out = root().join("target/gpu-bundle");
     if out.exists() {
         std::fs::remove_dir_all(&out).with_context(|| format!("clearing {}", out.display()))?;
     }
     std::fs::create_dir_all(&out)?;
-    for (from, to) in [
-        (release.join("flambeau"), "flambeau"),
-        (release.join("examples/device_check"), "device_check"),
-        (release.join("examples/bench_train"), "bench_train"),
-    ] {
+    let mut libraries = String::from(
+        "# The shared libraries each binary names (readelf -d, NEEDED); gpu-check.sh finds them\n\
+         # in the machine's PyTorch install (libcuda.so.1 comes with the driver).\n",
+    );
+    for (_, _, from, to) in PROGRAMS {
         // Stripped, each still carries candle's kernels (~55 MB); xz makes them ~1/10 of that.
-        run(Command::new("strip").arg("-o").arg(out.join(to)).arg(&from))?;
+        run(Command::new("strip")
+            .arg("-o")
+            .arg(out.join(to))
+            .arg(release.join(from)))?;
+        libraries += &format!("{to}: {}\n", needed_libraries(&out.join(to))?.join(" "));
         run(Command::new("xz")
             .args(["-9", "--threads=0"])
             .arg(out.join(to)))?;
     }
-    for script in ["xtask/gpu/gpu-check.sh", "xtask/bench/train_torch.py"] {
+    std::fs::write(out.join("runtime-libraries.txt"), libraries)?;
+    for script in SCRIPTS {
         let from = root().join(script);
         let name = from.file_name().context("script name")?.to_owned();
         std::fs::copy(&from, out.join(name)).with_context(|| format!("copying {script}"))?;
@@ -309,19 +388,33 @@ fn bundle() -> Result<()> {
         std::fs::copy(root().join(notice), out.join(notice))
             .with_context(|| format!("copying {notice}"))?;
     }
-    let size: u64 = std::fs::read_dir(&out)?
-        .filter_map(|e| e.ok()?.metadata().ok())
-        .map(|m| m.len())
-        .sum();
+    let size = folder_size(&out)?;
     eprintln!(
-        "xtask gpu bundle: {} ({:.1} MiB); on the GPU machine run ./gpu-check.sh",
+        "xtask gpu bundle: {} ({:.1} MiB) in {:.0} s; on the GPU machine run ./gpu-check.sh \
+         (./gpu-check.sh --preflight needs no GPU)",
         out.display(),
-        size as f64 / (1 << 20) as f64
+        size as f64 / (1 << 20) as f64,
+        started.elapsed().as_secs_f64()
     );
     if size > 64 << 20 {
         bail!("the bundle is {size} bytes, over the 64 MiB a device call carries");
     }
     Ok(())
+}
+
+/// The bytes of every file under `dir`.
+fn folder_size(dir: &Path) -> Result<u64> {
+    let mut size = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        size += if meta.is_dir() {
+            folder_size(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(size)
 }
 
 /// `pip install --no-deps --target DIR PACKAGES…` with the machine's Python: wheels unpacked

@@ -35,6 +35,13 @@ const PY_PACKAGES: &[&str] = &[
     "safetensors",
 ];
 
+/// cuRAND for the test venv (and the CUDA toolkit, `cuda.rs`): PyTorch 2.15's CUDA-13 build no
+/// longer depends on nvidia-curand, but candle-core 0.11.1 builds cudarc with `dynamic-linking`,
+/// so every CUDA binary names libcurand.so.10 and does not start without it. With it installed,
+/// `gpu-check.sh --preflight` (in `.ci/run`) resolves every library of the bundle from this venv.
+/// 10.4.0.35 is the CUDA 13.0 Update 2 release (what PyTorch's cu130 build pins).
+const CURAND_WHEEL: &str = "nvidia-curand==10.4.0.35";
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((cmd, rest)) = args.split_first() else {
@@ -130,9 +137,14 @@ fn run(cmd: &mut Command) -> Result<()> {
 fn setup() -> Result<PathBuf> {
     let venv = venv_dir()?;
     let python = venv.join("bin/python");
+    let curand = CURAND_WHEEL.rsplit("==").next().unwrap_or_default();
     let has_all = python.exists()
         && Command::new(&python)
-            .args(["-c", "import torch, torchvision, numpy, safetensors"])
+            .arg("-c")
+            .arg(format!(
+                "import torch, torchvision, numpy, safetensors, importlib.metadata as m; \
+                 assert m.version('nvidia-curand') == '{curand}'"
+            ))
             .output()
             .map(|o| o.status.success())
             .unwrap_or(false);
@@ -146,7 +158,7 @@ fn setup() -> Result<PathBuf> {
     if !python.exists() {
         run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
     }
-    run(pip_install(&python).args(PY_PACKAGES))?;
+    run(pip_install(&python).args(PY_PACKAGES).arg(CURAND_WHEEL))?;
     Ok(python)
 }
 

@@ -8,6 +8,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+#[cfg(feature = "cuda")]
+use candle_core::cuda_backend::cudarc::driver as cuda;
+
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, ModuleT, Tensor};
 use flambeau_core::VarStore;
@@ -40,8 +43,9 @@ fn main() -> Result<()> {
         "eval" => false,
         other => bail!("mode `{other}`: expected train or eval"),
     };
-    let device = match std::env::var("FLAMBEAU_BENCH_DEVICE").ok().as_deref() {
-        None | Some("cpu") => Device::Cpu,
+    let device_name = std::env::var("FLAMBEAU_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into());
+    let device = match Some(device_name.as_str()).filter(|d| *d != "cpu") {
+        None => Device::Cpu,
         Some(spec) => {
             let id = spec
                 .strip_prefix("cuda:")
@@ -83,13 +87,14 @@ fn main() -> Result<()> {
         None
     };
     let mut batches = loader.as_mut().map(|l| l.epoch());
+    let clock = Clock::new(&device)?;
 
     let (total, forward, backward, update) =
         flambeau_kernels::runtime::on_worker(|| -> Result<_> {
             let (mut total, mut forward, mut backward, mut update) =
                 (vec![], vec![], vec![], vec![]);
-            for i in 0..WARMUP + steps {
-                let t0 = Instant::now();
+            for _ in 0..WARMUP + steps {
+                let t0 = clock.mark()?;
                 let (x, y) = match batches.as_mut() {
                     Some(it) => {
                         let b = it.next().context("loader ran out")??;
@@ -99,44 +104,150 @@ fn main() -> Result<()> {
                 };
                 let logits = model.forward_t(&x, train)?;
                 if !train {
-                    logits.flatten_all()?.to_vec1::<f32>()?; // wait for the result
-                    if i >= WARMUP {
-                        total.push(t0.elapsed().as_secs_f64());
-                    }
+                    let t1 = clock.mark()?;
+                    total.push(clock.secs(&t0, &t1)?);
                     continue;
                 }
                 let loss = cross_entropy(&logits, &y, &Default::default())?;
-                loss.to_scalar::<f32>()?;
-                let t1 = Instant::now();
+                let t1 = clock.mark()?;
                 let grads = loss.backward()?;
-                device.synchronize()?;
-                let t2 = Instant::now();
+                let t2 = clock.mark()?;
                 opt.step(&grads)?;
-                device.synchronize()?;
-                let t3 = Instant::now();
-                if i >= WARMUP {
-                    total.push((t3 - t0).as_secs_f64());
-                    forward.push((t1 - t0).as_secs_f64());
-                    backward.push((t2 - t1).as_secs_f64());
-                    update.push((t3 - t2).as_secs_f64());
-                }
+                let t3 = clock.mark()?;
+                total.push(clock.secs(&t0, &t3)?);
+                forward.push(clock.secs(&t0, &t1)?);
+                backward.push(clock.secs(&t1, &t2)?);
+                update.push(clock.secs(&t2, &t3)?);
             }
             Ok((total, forward, backward, update))
         })?;
-    let step = median(total);
-    let phases = if train {
-        format!(
-            r#","forward_s":{},"backward_s":{},"update_s":{}"#,
-            median(forward),
-            median(backward),
-            median(update)
+    let first_step = total[0];
+    let after_warmup = |v: Vec<f64>| (v.len() > WARMUP).then(|| median(v[WARMUP..].to_vec()));
+    let step = after_warmup(total).context("no steps")?;
+    let (forward, backward, update) = if train {
+        (
+            after_warmup(forward),
+            after_warmup(backward),
+            after_warmup(update),
         )
     } else {
-        String::new()
+        (Some(step), None, None)
     };
+    let tf32 = clock.tf32();
     println!(
-        r#"{{"img_s":{},"step_s":{step}{phases}}}"#,
-        batch as f64 / step
+        "{}",
+        serde_json::json!({
+            "img_s": batch as f64 / step,
+            "step_s": step,
+            "first_step_s": first_step,
+            "forward_s": forward,
+            "backward_s": backward,
+            "update_s": update,
+            "peak_mem_bytes": clock.peak_mem_bytes(),
+            "tf32": tf32.map(|t| serde_json::json!({"matmul": t, "conv": t})),
+            "timer": clock.name(),
+            "device": device_name,
+            "threads": rayon::current_num_threads(),
+        })
     );
     Ok(())
+}
+
+/// Where step times come from: the wall clock on the CPU (candle's CPU ops are synchronous),
+/// CUDA events on the device's stream on a GPU (recorded from the thread that launches the
+/// step's kernels, so that they land on the stream those kernels use).
+enum Clock {
+    Wall,
+    #[cfg(feature = "cuda")]
+    Events(std::sync::Arc<cuda::CudaStream>),
+}
+
+/// One point in time of a [`Clock`].
+enum Mark {
+    Wall(Instant),
+    #[cfg(feature = "cuda")]
+    Event(cuda::CudaEvent),
+}
+
+impl Clock {
+    fn new(device: &Device) -> Result<Self> {
+        match device {
+            #[cfg(feature = "cuda")]
+            Device::Cuda(d) => Ok(Clock::Events(d.cuda_stream())),
+            Device::Cpu => Ok(Clock::Wall),
+            other => bail!("no clock for {other:?}"),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Clock::Wall => "wall",
+            #[cfg(feature = "cuda")]
+            Clock::Events(_) => "cuda-events",
+        }
+    }
+
+    fn mark(&self) -> Result<Mark> {
+        Ok(match self {
+            Clock::Wall => Mark::Wall(Instant::now()),
+            #[cfg(feature = "cuda")]
+            Clock::Events(stream) => {
+                Mark::Event(stream.record_event(Some(cuda::sys::CUevent_flags::CU_EVENT_DEFAULT))?)
+            }
+        })
+    }
+
+    /// Seconds from `a` to `b`; with events, waits for `b` to complete.
+    fn secs(&self, a: &Mark, b: &Mark) -> Result<f64> {
+        match (a, b) {
+            (Mark::Wall(a), Mark::Wall(b)) => Ok((*b - *a).as_secs_f64()),
+            #[cfg(feature = "cuda")]
+            (Mark::Event(a), Mark::Event(b)) => Ok(f64::from(a.elapsed_ms(b)?) / 1e3),
+            #[cfg(feature = "cuda")]
+            _ => bail!("marks of two clocks"),
+        }
+    }
+
+    /// Whether f32 GEMMs may use TF32 (candle's cuBLAS setting; the convolutions of the
+    /// device-generic path are GEMMs too); `None` on the CPU.
+    fn tf32(&self) -> Option<bool> {
+        match self {
+            Clock::Wall => None,
+            #[cfg(feature = "cuda")]
+            Clock::Events(_) => Some(candle_core::cuda_backend::gemm_reduced_precision_f32()),
+        }
+    }
+
+    /// The high-water mark of the device's current memory pool (what candle allocates from
+    /// with `cuMemAllocAsync`): every allocation of this process on that device, like PyTorch's
+    /// `max_memory_allocated`. `None` on the CPU or without memory pools.
+    fn peak_mem_bytes(&self) -> Option<u64> {
+        match self {
+            Clock::Wall => None,
+            #[cfg(feature = "cuda")]
+            Clock::Events(stream) => {
+                let ctx = stream.context();
+                if !ctx.has_async_alloc() {
+                    return None;
+                }
+                let mut pool = std::mem::MaybeUninit::uninit();
+                let mut high = 0u64;
+                // SAFETY: plain queries of the device's pool, with out-pointers that outlive
+                // the calls; the attribute's value is a cuuint64_t.
+                unsafe {
+                    cuda::sys::cuDeviceGetMemPool(pool.as_mut_ptr(), ctx.cu_device())
+                        .result()
+                        .ok()?;
+                    cuda::sys::cuMemPoolGetAttribute(
+                        pool.assume_init(),
+                        cuda::sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+                        (&mut high as *mut u64).cast(),
+                    )
+                    .result()
+                    .ok()?;
+                }
+                Some(high)
+            }
+        }
+    }
 }
