@@ -144,8 +144,11 @@ impl ProcessGroup {
     ) -> Result<ProcessStep> {
         let device = self.vars.device().clone();
         let n = images.dim(0)? as f64;
-        let local = Tensor::new(&[n], &device)?;
-        let total = self.collective.all_reduce_sum(std::slice::from_ref(&local))?;
+        // A fill on the device, not an upload from the host.
+        let local = Tensor::full(n, 1, &device)?;
+        let total = self
+            .collective
+            .all_reduce_sum(std::slice::from_ref(&local))?;
         let total = total.into_iter().next().expect("one tensor reduced");
         let job = Job {
             shard: Some(Shard {
@@ -171,11 +174,7 @@ impl ProcessGroup {
             .to_dtype(DType::F64)?
             .sum_all()?;
         let check = self.cadence.countdown == 1;
-        let mut parts = vec![
-            mean.affine(n, 0.0)?.reshape(1)?,
-            correct.reshape(1)?,
-            local,
-        ];
+        let mut parts = vec![mean.affine(n, 0.0)?.reshape(1)?, correct.reshape(1)?, local];
         if check {
             // Every rank's stop request and rank 0's proposal for the next check ride on the
             // same sum: no extra collective.
@@ -210,7 +209,10 @@ impl ProcessGroup {
         self.cadence.since_check += 1;
         let stop = if check {
             // The one read of the sums, about every STOP_CHECK_SECONDS.
-            let flags = sums.narrow(0, 3, 2)?.to_device(&Device::Cpu)?.to_vec1::<f64>()?;
+            let flags = sums
+                .narrow(0, 3, 2)?
+                .to_device(&Device::Cpu)?
+                .to_vec1::<f64>()?;
             self.cadence.countdown = (flags[1] as u64).clamp(1, MAX_STOP_CHECK_STEPS);
             self.cadence.last_check = Some(Instant::now());
             self.cadence.since_check = 0;

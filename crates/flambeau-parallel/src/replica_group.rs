@@ -244,7 +244,7 @@ impl ReplicaGroup {
                     let s = Shard {
                         images: images.narrow(0, start, len)?.to_device(device)?,
                         labels: labels.narrow(0, start, len)?.to_device(device)?,
-                        weight: Tensor::new(len as f64 / n as f64, device)?,
+                        weight: Tensor::full(len as f64 / n as f64, (), device)?,
                     };
                     start += len;
                     Some(s)
@@ -316,7 +316,7 @@ impl ReplicaGroup {
             logits.push(l.to_device(root_device)?);
         }
         let loss = match loss_sum {
-            Some(s) => s.broadcast_div(&s.ones_like()?.affine(n as f64, 0.0)?)?,
+            Some(s) => s.div(&Tensor::full(n as f64, (), root_device)?)?,
             None => Tensor::zeros((), candle_core::DType::F64, root_device)?,
         };
         Ok(StepOutput {
