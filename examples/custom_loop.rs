@@ -49,8 +49,11 @@ struct Lines;
 
 impl Callback for Lines {
     fn on_batch_end(&mut self, b: &BatchEnd) {
+        // The metrics stay on the device: read them (a wait for it) only when printing.
         if b.batch.is_multiple_of(8) {
-            println!("  batch {}/{}: loss {:.4}", b.batch, b.batches, b.mean_loss);
+            if let Ok(m) = b.read() {
+                println!("  batch {}/{}: loss {:.4}", b.batch, b.batches, m.mean_loss);
+            }
         }
     }
 

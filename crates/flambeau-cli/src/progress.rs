@@ -1,7 +1,20 @@
 //! The progress bars of `train` and `eval`: a [`Callback`] that draws what the loop reports.
 
+use std::time::{Duration, Instant};
+
 use flambeau_train::{BatchEnd, Callback, EpochEnd};
 use indicatif::{ProgressBar, ProgressStyle};
+
+/// The least time between two reads of the training metrics: each read waits for the device,
+/// so the bar's loss, learning rate and throughput are refreshed at most this often (and on the
+/// epoch's last batch).
+pub const READ_EVERY: Duration = Duration::from_millis(250);
+
+/// Whether the bar reads the metrics after batch `batch` of `batches`, its last read having been
+/// at `last` (never: `None`): on the last batch, and otherwise once [`READ_EVERY`] has passed.
+pub fn read_due(last: Option<Instant>, now: Instant, batch: u64, batches: u64) -> bool {
+    batch >= batches || last.is_none_or(|t| now.saturating_duration_since(t) >= READ_EVERY)
+}
 
 /// Bars on stderr (hidden when it is not a terminal, or with `--quiet`), and the line of every
 /// finished epoch on stdout.
@@ -12,6 +25,8 @@ pub struct Progress {
     epochs: u64,
     /// The evaluation bar's label.
     eval_label: &'static str,
+    /// When the training metrics were last read (see [`read_due`]).
+    last_read: Option<Instant>,
 }
 
 impl Progress {
@@ -22,6 +37,7 @@ impl Progress {
             bar: None,
             epochs: 0,
             eval_label,
+            last_read: None,
         }
     }
 
@@ -51,16 +67,26 @@ impl Progress {
 impl Callback for Progress {
     fn on_train_begin(&mut self, epoch: u64, epochs: u64, start: u64, batches: u64) {
         self.epochs = epochs;
+        self.last_read = None;
         self.start(batches, format!("epoch {epoch}/{epochs}"), start);
     }
 
     fn on_batch_end(&mut self, b: &BatchEnd) {
-        if let Some(bar) = &self.bar {
-            bar.set_position(b.batch);
-            bar.set_message(format!(
+        let Some(bar) = &self.bar else {
+            return;
+        };
+        bar.set_position(b.batch);
+        let now = Instant::now();
+        if !read_due(self.last_read, now, b.batch, b.batches) {
+            return;
+        }
+        self.last_read = Some(now);
+        match b.read() {
+            Ok(m) => bar.set_message(format!(
                 "loss {:.4} lr {:.5} {:.0} img/s",
-                b.mean_loss, b.lr, b.images_per_second
-            ));
+                m.mean_loss, b.lr, m.images_per_second
+            )),
+            Err(e) => bar.set_message(format!("(metrics unreadable: {e})")),
         }
     }
 
@@ -97,5 +123,22 @@ impl Callback for Progress {
             r.seconds,
             e.images / r.seconds.max(1e-9)
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bar_reads_at_most_every_quarter_second_and_at_the_end() {
+        let t0 = Instant::now();
+        assert!(read_due(None, t0, 1, 100), "the first batch is shown");
+        assert!(!read_due(Some(t0), t0, 2, 100));
+        assert!(!read_due(Some(t0), t0 + Duration::from_millis(249), 3, 100));
+        assert!(read_due(Some(t0), t0 + READ_EVERY, 4, 100));
+        assert!(read_due(Some(t0), t0, 100, 100), "the last batch is shown");
+        // A clock that goes backwards reads nothing extra.
+        assert!(!read_due(Some(t0 + READ_EVERY), t0, 5, 100));
     }
 }

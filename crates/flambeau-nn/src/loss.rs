@@ -97,17 +97,27 @@ pub fn cross_entropy(
     }
 }
 
-/// Fraction of rows whose arg-max equals the target.
+/// Fraction of rows whose arg-max equals the target. Reads the count back to the host: in a
+/// training loop, sum [`correct_predictions`] on the device instead and read once.
 pub fn accuracy(logits: &Tensor, targets: &Tensor) -> candle_core::Result<f64> {
     let n = logits.dim(0)?;
     if n == 0 {
         return Ok(0.0);
     }
-    let pred = logits.argmax(D::Minus1)?.to_dtype(DType::I64)?;
-    let correct = pred
-        .eq(&targets.to_dtype(DType::I64)?)?
-        .to_dtype(DType::F64)?
-        .sum_all()?
-        .to_scalar::<f64>()?;
+    let correct = correct_predictions(logits, targets)?.to_scalar::<f64>()?;
     Ok(correct / n as f64)
+}
+
+/// The number of rows whose arg-max equals the target, as an f64 scalar on the logits' device
+/// (nothing is read back, so the device is not waited for). Logits of shape `[n, classes]`,
+/// targets `[n]` of an integer dtype.
+pub fn correct_predictions(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
+    let logits = logits.detach();
+    if logits.dim(0)? == 0 {
+        return Tensor::zeros((), DType::F64, logits.device());
+    }
+    let pred = logits.argmax(D::Minus1)?.to_dtype(DType::I64)?;
+    pred.eq(&targets.to_dtype(DType::I64)?)?
+        .to_dtype(DType::F64)?
+        .sum_all()
 }

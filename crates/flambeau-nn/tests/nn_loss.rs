@@ -4,7 +4,9 @@ mod common;
 
 use candle_core::{DType, Var};
 use common::nn_fixture;
-use flambeau_nn::loss::{accuracy, cross_entropy, CrossEntropyOptions, Reduction};
+use flambeau_nn::loss::{
+    accuracy, correct_predictions, cross_entropy, CrossEntropyOptions, Reduction,
+};
 use flambeau_testkit::assert_close;
 
 #[test]
@@ -67,4 +69,17 @@ fn accuracy_counts_argmax_hits() {
     let targets = candle_core::Tensor::new(&[1u32, 1, 1], &candle_core::Device::Cpu).unwrap();
     let acc = accuracy(&logits, &targets.to_dtype(DType::U32).unwrap()).unwrap();
     assert!((acc - 2.0 / 3.0).abs() < 1e-12);
+}
+
+#[test]
+fn correct_predictions_is_an_f64_count_on_the_device() {
+    let dev = candle_core::Device::Cpu;
+    let logits = candle_core::Tensor::new(&[[0.1f32, 0.9], [0.8, 0.2], [0.3, 0.7]], &dev).unwrap();
+    let targets = candle_core::Tensor::new(&[1i64, 1, 1], &dev).unwrap();
+    let count = correct_predictions(&logits, &targets).unwrap();
+    assert_eq!((count.dtype(), count.dims()), (DType::F64, &[][..]));
+    assert_eq!(count.to_scalar::<f64>().unwrap(), 2.0);
+    let none = logits.narrow(0, 0, 0).unwrap();
+    let count = correct_predictions(&none, &targets.narrow(0, 0, 0).unwrap()).unwrap();
+    assert_eq!(count.to_scalar::<f64>().unwrap(), 0.0);
 }

@@ -59,7 +59,7 @@ pub use data_parallel::{DataParallel, MODULE_PREFIX};
 pub use error::{Error, Result};
 pub use launch::{process_device, Launch};
 pub use placement::{parse_devices, Placement};
-pub use process_group::{ProcessGroup, ProcessStep};
+pub use process_group::{ProcessGroup, ProcessStep, STOP_CHECK_SECONDS};
 pub use rank_step::ShardLoss;
 pub use rendezvous::{LaunchEnv, Rendezvous, StoreClient, StoreServer};
 pub use replica_group::{Backend, ReplicaGroup, StepOutput};

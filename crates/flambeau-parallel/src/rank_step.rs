@@ -19,8 +19,9 @@ pub type ShardLoss = Arc<dyn Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>
 pub(crate) struct Shard {
     pub images: Tensor,
     pub labels: Tensor,
-    /// The shard's share of the batch.
-    pub weight: f64,
+    /// The shard's share of the batch: an f64 scalar on the shard's device (in a multi-process
+    /// run it is computed there from the ranks' summed batch sizes, and never read back).
+    pub weight: Tensor,
 }
 
 pub(crate) struct Job {
@@ -28,8 +29,8 @@ pub(crate) struct Job {
     pub loss: ShardLoss,
 }
 
-/// A shard's logits and mean loss.
-pub(crate) type ShardResult = Option<(Tensor, f64)>;
+/// A shard's logits and mean loss (an f64 scalar), both detached, on the shard's device.
+pub(crate) type ShardResult = Option<(Tensor, Tensor)>;
 
 /// What a rank works on: its parameters and buffers in the store's order.
 pub(crate) struct RankState {
@@ -67,8 +68,9 @@ impl RankState {
             Some(shard) => {
                 let logits = model.forward_t(&shard.images, true)?;
                 let loss = (job.loss)(&logits, &shard.labels)?;
-                let grads = loss.affine(shard.weight, 0.0)?.backward()?;
-                let value = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+                let weight = shard.weight.to_dtype(loss.dtype())?;
+                let grads = loss.broadcast_mul(&weight)?.backward()?;
+                let value = loss.detach().to_dtype(candle_core::DType::F64)?;
                 let grads: Vec<Option<Tensor>> = self
                     .params
                     .iter()

@@ -38,8 +38,9 @@ use crate::{chunk_sizes, Error, Result};
 pub struct StepOutput {
     /// The whole batch's gradient for each of rank 0's parameters that has one.
     pub grads: GradStore,
-    /// The batch's mean loss (the shards' losses weighted by their sizes).
-    pub loss: f64,
+    /// The batch's mean loss (the shards' losses weighted by their sizes): an f64 scalar on
+    /// rank 0's device, not read back (`to_scalar::<f64>()` reads it, waiting for the device).
+    pub loss: Tensor,
     /// The logits of the whole batch, in batch order, on rank 0's device (detached).
     pub logits: Tensor,
 }
@@ -249,7 +250,7 @@ impl ReplicaGroup {
                     let s = Shard {
                         images: transfer(&images.narrow(0, start, len)?, device)?,
                         labels: transfer(&labels.narrow(0, start, len)?, device)?,
-                        weight: len as f64 / n as f64,
+                        weight: Tensor::full(len as f64 / n as f64, (), device)?,
                     };
                     start += len;
                     Some(s)
@@ -305,19 +306,28 @@ impl ReplicaGroup {
             }
         }
         let root_device = &self.devices[0];
-        let mut loss_sum = 0f64;
+        let mut loss_sum: Option<Tensor> = None;
         let mut logits = Vec::new();
         for ((l, value), size) in std::iter::once(root_out)
             .chain(outputs)
             .flatten()
             .zip(&sizes)
         {
-            loss_sum += value * *size as f64;
+            // On the device, in the rank order and f64 arithmetic of the host sum it replaces.
+            let term = transfer(&value, root_device)?.affine(*size as f64, 0.0)?;
+            loss_sum = Some(match loss_sum {
+                Some(s) => (s + term)?,
+                None => term,
+            });
             logits.push(transfer(&l, root_device)?);
         }
+        let loss = match loss_sum {
+            Some(s) => s.div(&Tensor::full(n as f64, (), root_device)?)?,
+            None => Tensor::zeros((), candle_core::DType::F64, root_device)?,
+        };
         Ok(StepOutput {
             grads,
-            loss: loss_sum / n as f64,
+            loss,
             logits: Tensor::cat(&logits, 0)?,
         })
     }

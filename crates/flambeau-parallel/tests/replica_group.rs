@@ -84,7 +84,7 @@ fn train(kind: Opt, replicas: usize, data: &[(Tensor, Tensor)]) -> (VarStore, Va
                 let out = g.step(&model, x, y, &loss).unwrap();
                 assert_eq!(out.logits.dims(), [x.dim(0).unwrap(), 5]);
                 opt.step(&out.grads).unwrap();
-                losses.push(out.loss);
+                losses.push(out.loss.to_scalar::<f64>().unwrap());
             }
             None => {
                 let l = loss(&model.forward_t(x, true).unwrap(), y).unwrap();

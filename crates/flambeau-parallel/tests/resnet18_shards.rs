@@ -57,10 +57,10 @@ fn resnet18_over_2_and_4_replicas_matches_pytorch_per_shard_batch_norm() {
             let expected = t[&format!("r{replicas}.loss{step}")]
                 .to_scalar::<f64>()
                 .unwrap();
+            let loss = out.loss.to_scalar::<f64>().unwrap();
             assert!(
-                (out.loss - expected).abs() < 1e-9,
-                "{replicas} replicas, loss of step {step}: {} vs PyTorch {expected}",
-                out.loss
+                (loss - expected).abs() < 1e-9,
+                "{replicas} replicas, loss of step {step}: {loss} vs PyTorch {expected}"
             );
         }
         for (k, v) in vs.state_dict().iter() {

@@ -2,20 +2,46 @@
 //! has an empty default, so a listener implements only what it shows.
 
 use crate::history::EpochRecord;
+use crate::running::RunningMetrics;
+use crate::Result;
 
-/// One trained batch.
-#[derive(Debug, Clone, Copy)]
+/// One trained batch. The epoch's loss and accuracy so far stay on the training device: read
+/// them with [`BatchEnd::read`] when they are shown, not after every batch (each read waits for
+/// the device to finish the work queued so far).
+#[derive(Debug, Clone)]
 pub struct BatchEnd {
     /// Batches of this epoch done so far (counting those before a resume).
     pub batch: u64,
     /// Batches per epoch.
     pub batches: u64,
-    /// Mean training loss of the epoch so far.
-    pub mean_loss: f64,
     /// Learning rate of the first parameter group after this step.
     pub lr: f64,
+    /// Training seconds of the epoch so far (counting those before a resume).
+    pub seconds: f64,
+    pub(crate) metrics: RunningMetrics,
+}
+
+/// The epoch so far, as [`BatchEnd::read`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpochSoFar {
+    /// Mean training loss of the epoch so far.
+    pub mean_loss: f64,
+    /// Training accuracy of the epoch so far.
+    pub accuracy: f64,
     /// Training throughput of the epoch so far.
     pub images_per_second: f64,
+}
+
+impl BatchEnd {
+    /// The epoch's metrics up to this batch: one read from the device, which waits for it.
+    pub fn read(&self) -> Result<EpochSoFar> {
+        let t = self.metrics.read()?;
+        Ok(EpochSoFar {
+            mean_loss: t.loss_sum / t.seen.max(1.0),
+            accuracy: t.correct / t.seen.max(1.0),
+            images_per_second: t.seen / self.seconds.max(1e-9),
+        })
+    }
 }
 
 /// A finished epoch.

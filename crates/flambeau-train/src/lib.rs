@@ -11,7 +11,8 @@
 //! - [`StopSignal`]: stop with a checkpoint on request; Ctrl-C is opt-in ([`StopSignal::ctrl_c`]);
 //! - [`recipe`]: the optimizer and learning-rate schedule with torchvision's defaults, and the
 //!   ones a checkpoint continues with;
-//! - [`Callback`]: progress for a listener (the `flambeau` command's bars are one).
+//! - [`Callback`]: progress for a listener (the `flambeau` command's bars are one); the step's
+//!   loss and accuracy stay on the device until a listener reads them ([`BatchEnd::read`]).
 //!
 //! Run the loop inside `flambeau_kernels::runtime::on_worker` (as the `flambeau` command does)
 //! so that the parallel kernels fork and join directly.
@@ -24,10 +25,11 @@ mod plot;
 pub mod recipe;
 mod resume;
 mod run_state;
+mod running;
 mod stop;
 mod trainer;
 
-pub use callback::{BatchEnd, Callback, EpochEnd};
+pub use callback::{BatchEnd, Callback, EpochEnd, EpochSoFar};
 pub use error::{Error, Result};
 pub use evaluate::{evaluate, Evaluation};
 pub use history::{EpochProgress, EpochRecord};

@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::ModuleT;
+use candle_core::{ModuleT, Tensor};
 use flambeau_core::{Value, VarStore};
-use flambeau_nn::loss::{accuracy, cross_entropy, CrossEntropyOptions};
+use flambeau_nn::loss::{correct_predictions, cross_entropy, CrossEntropyOptions};
 use flambeau_optim::lr_scheduler::LrScheduler;
 use flambeau_optim::Optimizer;
 use flambeau_parallel::{ProcessGroup, ReplicaGroup, ShardLoss};
@@ -16,6 +16,7 @@ use flambeau_vision::data::{Batch, DataLoader, LoaderState};
 use crate::callback::{BatchEnd, EpochEnd};
 use crate::history::{self, EpochProgress, EpochRecord};
 use crate::run_state::{RunState, KEY_EPOCH_PROGRESS, KEY_HISTORY};
+use crate::running::RunningMetrics;
 use crate::{evaluate, plot, Callback, Error, Evaluation, Result, StopSignal};
 
 /// How long to train and how often to save.
@@ -119,17 +120,17 @@ enum Parallelism {
     Processes(ProcessGroup),
 }
 
-/// One training step's contribution to the epoch's metrics.
-struct StepMetrics {
-    /// Mean loss.
-    loss: f64,
-    /// Mean loss times samples.
-    loss_sum: f64,
-    correct: f64,
-    samples: f64,
-    /// Stop after this step, as agreed by every rank of a multi-process run (`None`: this
-    /// process alone decides, after the step's callbacks).
-    stop: Option<bool>,
+/// One training step's contribution to the epoch's metrics, on the device (never read here).
+enum StepMetrics {
+    /// One process: the step's mean loss and correct count (f64 scalars) over `samples`.
+    Local {
+        loss: Tensor,
+        correct: Tensor,
+        samples: f64,
+    },
+    /// A multi-process step: `[loss × samples, correct, samples]` summed over the ranks, and
+    /// whether to stop after it, as every rank agreed (`None`: not a step the ranks stop after).
+    Group { sums: Tensor, stop: Option<bool> },
 }
 
 /// The parts of a run a checkpoint is made of, besides the data position.
@@ -414,6 +415,7 @@ impl<M: ModuleT> Trainer<M> {
         let shard_loss: ShardLoss =
             std::sync::Arc::new(move |logits, labels| cross_entropy(logits, labels, &options));
         let main = self.is_main();
+        let mut running = RunningMetrics::new(&self.s.state.progress, self.s.vs.device())?;
         for batch in self.train.epoch() {
             let batch = batch?;
             let m = train_step(
@@ -429,27 +431,38 @@ impl<M: ModuleT> Trainer<M> {
                     s.step(self.s.optimizer.as_mut())?;
                 }
             }
-            let loss = m.loss;
-            let p = &mut self.s.state.progress;
-            p.loss_sum += m.loss_sum;
-            p.correct += m.correct;
-            p.seen += m.samples;
-            p.seconds = seconds_before + began.elapsed().as_secs_f64();
+            // The step's metrics are added on the device; nothing is read back here.
+            let agreed_stop = match m {
+                StepMetrics::Local {
+                    loss,
+                    correct,
+                    samples,
+                } => {
+                    let n = Tensor::full(samples, (), loss.device())?;
+                    running.add(&loss, &correct, &n)?;
+                    None
+                }
+                StepMetrics::Group { sums, stop } => {
+                    let mean = RunningMetrics::mean_of(&sums)?;
+                    running.add_sums(&sums, mean)?;
+                    Some(stop.unwrap_or(false))
+                }
+            };
+            self.s.state.progress.seconds = seconds_before + began.elapsed().as_secs_f64();
             self.s.state.global_step += 1;
-            self.s.state.last_loss = Some(loss);
             batch_index += 1;
             callback.on_batch_end(&BatchEnd {
                 batch: batch_index,
                 batches: total,
-                mean_loss: p.loss_sum / p.seen,
                 lr: self.s.optimizer.lr(0),
-                images_per_second: p.seen / p.seconds.max(1e-9),
+                seconds: self.s.state.progress.seconds,
+                metrics: running.clone(),
             });
             if batch_index == total {
                 break; // the end of the epoch is saved by finish_epoch
             }
             let step = self.s.state.global_step as u64;
-            if m.stop.unwrap_or_else(|| self.stop.requested()) {
+            if agreed_stop.unwrap_or_else(|| self.stop.requested()) {
                 stop = Some(StopReason::Interrupted);
                 break;
             }
@@ -462,10 +475,13 @@ impl<M: ModuleT> Trainer<M> {
                     batch: batch_index,
                     ..start
                 };
+                self.s.settle(&running)?;
                 self.manager
                     .save_last(&self.s.checked_checkpoint(position)?)?;
             }
         }
+        // The epoch pass's one read of its sums (besides the saves' and the listener's).
+        self.s.settle(&running)?;
         callback.on_train_end();
         if main && stop.is_some() {
             let position = self.train.state();
@@ -544,12 +560,9 @@ fn train_step<M: ModuleT>(
             if let Some(grads) = &out.grads {
                 s.optimizer.step(grads)?;
             }
-            return Ok(StepMetrics {
-                loss: out.loss,
-                loss_sum: out.loss * out.samples,
-                correct: out.correct,
-                samples: out.samples,
-                stop: Some(out.stop),
+            return Ok(StepMetrics::Group {
+                sums: out.sums,
+                stop: out.stop,
             });
         }
         Parallelism::Replicas(group) => {
@@ -562,15 +575,13 @@ fn train_step<M: ModuleT>(
             let loss = shard_loss(&logits, &batch.labels)?;
             let grads = loss.backward()?;
             s.optimizer.step(&grads)?;
-            (logits, loss.to_scalar::<f32>()? as f64)
+            (logits.detach(), loss.detach())
         }
     };
-    Ok(StepMetrics {
+    Ok(StepMetrics::Local {
+        correct: correct_predictions(&logits, &batch.labels)?,
         loss,
-        loss_sum: loss * n,
-        correct: accuracy(&logits, &batch.labels)? * n,
         samples: n,
-        stop: None,
     })
 }
 
@@ -578,6 +589,18 @@ fn train_step<M: ModuleT>(
 const METRICS_CSV: &str = "metrics.csv";
 
 impl Session {
+    /// Reads the epoch's running sums into the run state (before a checkpoint holds them, and
+    /// at the end of an epoch pass): one host read.
+    fn settle(&mut self, running: &RunningMetrics) -> Result<()> {
+        let t = running.read()?;
+        let p = &mut self.state.progress;
+        (p.loss_sum, p.correct, p.seen) = (t.loss_sum, t.correct, t.seen);
+        if t.last_loss.is_some() {
+            self.state.last_loss = t.last_loss;
+        }
+        Ok(())
+    }
+
     /// [`Session::checkpoint`], refused when a weight or buffer is NaN or infinite: a diverged
     /// run stops, naming the step, and the last good checkpoint stays as it was.
     fn checked_checkpoint(&self, position: LoaderState) -> Result<Checkpoint> {

@@ -223,7 +223,9 @@ struct StopInEpochTwo {
 
 impl Callback for StopInEpochTwo {
     fn on_batch_end(&mut self, b: &BatchEnd) {
-        assert!(b.mean_loss.is_finite() && b.lr > 0.0);
+        let so_far = b.read().unwrap();
+        assert!(so_far.mean_loss.is_finite() && b.lr > 0.0);
+        assert!((0.0..=1.0).contains(&so_far.accuracy) && so_far.images_per_second > 0.0);
         self.batches.push((b.batch, b.batches));
         if self.epochs.len() == 1 {
             self.signal.request();
@@ -464,6 +466,61 @@ fn processes_follow_the_one_process_run_and_resume_on_other_world_sizes() {
     run_processes(dir.path(), 2, Some(3));
     run_processes(dir.path(), 1, Some(6));
     run_processes(dir.path(), 3, None);
+    assert_close_run(dir.path(), reference.path());
+}
+
+/// One rank's stop request stops every rank after the same step (the first step is one the
+/// ranks agree on stopping at), and the run resumes from rank 0's checkpoint.
+#[test]
+fn a_stop_request_on_one_rank_stops_every_rank_after_the_same_step() {
+    let reference = one_process_batch_24();
+    let dir = tempfile::tempdir().unwrap();
+    let world = 2;
+    let handles = HostCollective::group(world);
+    let outcomes: Vec<FitOutcome> = std::thread::scope(|scope| {
+        let runs: Vec<_> = handles
+            .into_iter()
+            .enumerate()
+            .map(|(rank, handle)| {
+                let dir = dir.path();
+                scope.spawn(move || {
+                    let data = Data {
+                        examples: 96,
+                        batch_size: 24 / world,
+                        shard: Some((rank, world)),
+                    };
+                    let signal = StopSignal::new();
+                    if rank == 1 {
+                        signal.request();
+                    }
+                    let t = trainer_on(dir, rank as u64, None, 0.01, false, &data);
+                    let group = ProcessGroup::new(t.var_store(), Box::new(handle));
+                    let mut t = t.with_process_group(group).with_stop_signal(signal);
+                    t.fit(&mut ()).unwrap()
+                })
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    for o in &outcomes {
+        assert!(
+            matches!(
+                o,
+                FitOutcome::Stopped {
+                    reason: StopReason::Interrupted,
+                    position: flambeau_vision::data::LoaderState {
+                        epoch: 0,
+                        batch: 1,
+                        ..
+                    },
+                    steps: 1,
+                    ..
+                }
+            ),
+            "{outcomes:?}"
+        );
+    }
+    run_processes(dir.path(), world, None);
     assert_close_run(dir.path(), reference.path());
 }
 

@@ -51,7 +51,7 @@ fn main() -> Result<()> {
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse().ok())
                 .with_context(|| format!("FLAMBEAU_BENCH_DEVICE={spec}: expected cpu or cuda:N"))?;
-            Device::new_cuda(id)?
+            flambeau_kernels::device::open_cuda(id)?
         }
     };
     let vs = VarStore::with_seed(&device, DType::F32, 0);
@@ -159,7 +159,7 @@ fn main() -> Result<()> {
 enum Clock {
     Wall,
     #[cfg(feature = "cuda")]
-    Events(std::sync::Arc<cuda::CudaStream>),
+    Events(candle_core::CudaDevice),
 }
 
 /// One point in time of a [`Clock`].
@@ -173,7 +173,7 @@ impl Clock {
     fn new(device: &Device) -> Result<Self> {
         match device {
             #[cfg(feature = "cuda")]
-            Device::Cuda(d) => Ok(Clock::Events(d.cuda_stream())),
+            Device::Cuda(d) => Ok(Clock::Events(d.clone())),
             Device::Cpu => Ok(Clock::Wall),
             other => bail!("no clock for {other:?}"),
         }
@@ -191,9 +191,10 @@ impl Clock {
         Ok(match self {
             Clock::Wall => Mark::Wall(Instant::now()),
             #[cfg(feature = "cuda")]
-            Clock::Events(stream) => {
-                Mark::Event(stream.record_event(Some(cuda::sys::CUevent_flags::CU_EVENT_DEFAULT))?)
-            }
+            Clock::Events(d) => Mark::Event(
+                d.cuda_stream()
+                    .record_event(Some(cuda::sys::CUevent_flags::CU_EVENT_DEFAULT))?,
+            ),
         })
     }
 
@@ -225,29 +226,7 @@ impl Clock {
         match self {
             Clock::Wall => None,
             #[cfg(feature = "cuda")]
-            Clock::Events(stream) => {
-                let ctx = stream.context();
-                if !ctx.has_async_alloc() {
-                    return None;
-                }
-                let mut pool = std::mem::MaybeUninit::uninit();
-                let mut high = 0u64;
-                // SAFETY: plain queries of the device's pool, with out-pointers that outlive
-                // the calls; the attribute's value is a cuuint64_t.
-                unsafe {
-                    cuda::sys::cuDeviceGetMemPool(pool.as_mut_ptr(), ctx.cu_device())
-                        .result()
-                        .ok()?;
-                    cuda::sys::cuMemPoolGetAttribute(
-                        pool.assume_init(),
-                        cuda::sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
-                        (&mut high as *mut u64).cast(),
-                    )
-                    .result()
-                    .ok()?;
-                }
-                Some(high)
-            }
+            Clock::Events(d) => flambeau_kernels::cuda_memory::peak_memory(d).ok(),
         }
     }
 }
