@@ -71,7 +71,8 @@ impl StopCadence {
 /// `seconds`: [`STOP_CHECK_SECONDS`] worth at that pace (at least 1, at most 65536); 1 when
 /// nothing has been measured yet.
 fn stop_check_interval(steps: u64, seconds: f64) -> u64 {
-    if steps == 0 || !(seconds > 0.0) {
+    // NaN and non-positive times alike: nothing measured.
+    if steps == 0 || seconds.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
         return 1;
     }
     let per_step = seconds / steps as f64;
