@@ -105,11 +105,7 @@ mod tests {
         };
         let mut running = RunningMetrics::new(&start, &dev).unwrap();
         let (mut loss_sum, mut correct, mut seen) = (start.loss_sum, start.correct, start.seen);
-        let steps = [
-            (2.25f32, 3.0, 8.0),
-            (1.9e-3, 7.0, 8.0),
-            (0.1, 1.0, 5.0),
-        ];
+        let steps = [(2.25f32, 3.0, 8.0), (1.9e-3, 7.0, 8.0), (0.1, 1.0, 5.0)];
         let mut last = 0.0;
         for (loss, c, n) in steps {
             let l = Tensor::new(loss, &dev).unwrap();
