@@ -252,17 +252,16 @@ mod tests {
         }
     }
 
+    /// A source and a destination timeline logging into `log`.
+    fn two_streams(log: &RefCell<Vec<String>>) -> (Logged<'_>, Logged<'_>) {
+        let named = |name| Logged { name, log };
+        (named("src"), named("dst"))
+    }
+
     #[test]
     fn a_copy_waits_for_its_source_and_the_source_for_the_copy() {
         let log = RefCell::new(Vec::new());
-        let src = Logged {
-            name: "src",
-            log: &log,
-        };
-        let dst = Logged {
-            name: "dst",
-            log: &log,
-        };
+        let (src, dst) = two_streams(&log);
         let out = ordered_copy(&src, &dst, || {
             log.borrow_mut().push("dst copies".into());
             Ok(7)
@@ -284,14 +283,7 @@ mod tests {
     #[test]
     fn a_failed_copy_queues_nothing_after_it() {
         let log = RefCell::new(Vec::new());
-        let src = Logged {
-            name: "src",
-            log: &log,
-        };
-        let dst = Logged {
-            name: "dst",
-            log: &log,
-        };
+        let (src, dst) = two_streams(&log);
         let out: Result<()> = ordered_copy(&src, &dst, || candle_core::bail!("no memory"));
         assert!(out.is_err());
         assert_eq!(log.into_inner().len(), 2);
