@@ -54,12 +54,13 @@ fn resnet(name: &'static str, metric: Metric, tol: f64, step: ResNetStep) -> Che
 //   7.9e-3, replicas-1-vs-2 5.8e-7.
 // * f32 ResNet steps compare each tensor as a whole (relative L2 norm of the difference), not
 //   per entry: a ReLU whose input is within rounding of 0 flips between summation orders. At
-//   33x40 one such flip at the output of layer3.0 takes every gradient below it from ~4e-6 to
-//   ~7e-3 while layer3.1 and up stay at ~4e-6 (the f64 run of the same step agrees to 4e-15, so
-//   the arithmetic is the same); the data-loader run has one in layer1. Per entry relative to
-//   the tensor's largest these read up to ~1e-1. AdamW's first step moves a parameter by about
-//   lr·sign(grad), which makes bias entries with tiny gradients sensitive (1.2e-3). 2e-2 sits
-//   above what ties cost and well below what a wrong kernel gives (order 1).
+//   33x40 one such flip at the output of layer3.0 (where the error jumps) takes every gradient
+//   below it from ~4e-6 to ~7e-3 while layer3.1 and up stay at ~4e-6 (the f64 run of the same
+//   step agrees to 4e-15, so the arithmetic is the same); the data-loader run has one in
+//   layer1. Per entry relative to the tensor's largest these read up to ~1e-1. AdamW's first
+//   step moves a parameter by about lr·sign(grad), which makes bias entries with tiny
+//   gradients sensitive (1.2e-3). 2e-2 sits above what ties cost and well below what a wrong
+//   kernel typically gives (order 1).
 // * f64: the paths must agree up to summation order, 1e-9 per entry.
 // * replicas: the same kernels on the same device, only the split of the batch differs; per
 //   entry relative to each tensor's largest, 1e-4 (measured 5.8e-7: summation order only).
