@@ -2,7 +2,8 @@
 # flambeau on a GPU machine, in one run (under 5 minutes on an H100/H200): built by
 # `cargo xtask gpu bundle`, carried with the binaries beside it. Needs the machine's PyTorch
 # (with CUDA) for the CUDA libraries, the reference side of the benchmark and torch.load.
-#   1. one seeded ResNet-18 training step on cpu and cuda:0, compared tensor by tensor
+#   1. device_check: seeded training checks (ResNet-18 steps, optimizers, data loader,
+#      replicas) on cpu and cuda:0, compared tensor by tensor
 #   2. `flambeau train --device cuda:0`, `flambeau eval`, torch.load of the checkpoint with its
 #      defaults, resume on the CPU and back on the GPU
 #   3. ResNet-50 train (batch 128, 224², f32) and ResNet-18 eval img/s: PyTorch eager, then
@@ -125,8 +126,8 @@ run_step() {
     return $rc
 }
 
-section "1. ResNet-18 training step: cpu vs cuda:0"
-run_step "1 device_check cpu vs cuda:0" 60 ./device_check --device cuda:0 || fail "device check"
+section "1. device_check: training checks, cpu vs cuda:0"
+run_step "1 device_check cpu vs cuda:0" 120 ./device_check --device cuda:0 || fail "device check"
 
 section "2. train on cuda:0, eval, open in PyTorch, resume on cpu and on cuda:0"
 run="$work/run"

@@ -226,8 +226,8 @@ fn test(cargo_args: &[String]) -> Result<()> {
         .args(["-p", "flambeau-cli", "--features", MPI_FEATURES])
         .args(["--test", "mpi", "--test", "trainer", "--test", "mpi_train"])
         .env("FLAMBEAU_REQUIRE_TORCH", "1"))?;
-    // A whole ResNet-18 step, fast kernels against the generic path, as gpu-check.sh runs it
-    // against a GPU.
+    // device_check's training checks (ResNet-18 steps, optimizers, data loader, replicas), fast
+    // kernels against the generic path, as gpu-check.sh runs them against a GPU.
     run(Command::new(&cargo).current_dir(root()).args([
         "run",
         "--quiet",
